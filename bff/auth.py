@@ -1,0 +1,139 @@
+"""JWT auth: tokens are decoded once, in the middleware; handlers read ``request[CLAIMS]``.
+
+HS256 with the configured secret by default, RS256 with a public key as an
+option. The algorithm is pinned (``alg: none`` or an HS/RS swap is refused),
+``exp``, ``sub`` and ``iss`` are required, and ``iss`` must equal the
+configured issuer. A token without ``role`` is a user token; merchant and
+service tokens must name their ``shop``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from bff.clock import Clock
+from bff.errors import unauthenticated
+from bff.keys import CLAIMS, TOKENS
+from config.loader import JwtSettings
+
+MAX_ID_LENGTH = 64
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    MERCHANT = "merchant"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    sub: str
+    role: Role
+    shop: str | None
+    exp: int
+
+
+class TokenCodec:
+    """Decodes (and, where a signing key is configured, mints) the API's tokens."""
+
+    def __init__(self, settings: JwtSettings, clock: Clock) -> None:
+        self.algorithm = settings.algorithm
+        self.issuer = settings.issuer
+        self.ttl = settings.token_ttl_seconds
+        self.leeway = settings.leeway_seconds
+        self.clock = clock
+        self._verify_key: Any
+        self._signing_key: Any
+        if self.algorithm == "HS256":
+            self._verify_key = self._signing_key = settings.secret
+        else:
+            self._verify_key = Path(settings.public_key_file).read_text()
+            self._signing_key = (
+                Path(settings.private_key_file).read_text() if settings.private_key_file else None
+            )
+
+    @property
+    def can_mint(self) -> bool:
+        return self._signing_key is not None
+
+    def decode(self, token: str) -> Claims:
+        try:
+            payload = jwt.decode(
+                token,
+                self._verify_key,
+                algorithms=[self.algorithm],
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise unauthenticated("token expired") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise unauthenticated("token issuer not accepted") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise unauthenticated("token signature invalid") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise unauthenticated(f"token lacks the {exc.claim} claim") from exc
+        except jwt.InvalidTokenError as exc:
+            raise unauthenticated("token malformed or not accepted") from exc
+        return _claims_from(payload)
+
+    def mint(
+        self, sub: str, role: Role = Role.USER, shop: str | None = None
+    ) -> tuple[str, datetime]:
+        if not self.can_mint:
+            raise RuntimeError("no signing key configured (jwt.private_key_file)")
+        now = self.clock.now()
+        expires_at = now + timedelta(seconds=self.ttl)
+        payload: dict[str, Any] = {
+            "sub": sub,
+            "role": str(role),
+            "iss": self.issuer,
+            "iat": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
+        }
+        if shop is not None:
+            payload["shop"] = shop
+        return jwt.encode(payload, self._signing_key, algorithm=self.algorithm), expires_at
+
+
+def _claims_from(payload: dict[str, Any]) -> Claims:
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_ID_LENGTH:
+        raise unauthenticated("token sub must be a non-empty id")
+    raw_role = payload.get("role", "user")
+    try:
+        role = Role(raw_role)
+    except ValueError as exc:
+        raise unauthenticated("token role unknown") from exc
+    shop = payload.get("shop")
+    if shop is not None and (not isinstance(shop, str) or not shop):
+        raise unauthenticated("token shop must be a non-empty id")
+    if role in (Role.MERCHANT, Role.SERVICE) and shop is None:
+        raise unauthenticated(f"a {role} token must name its shop")
+    return Claims(sub=sub, role=role, shop=shop, exp=int(payload["exp"]))
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Puts the caller's claims (or None) on the request; a bad token is 401 on any path."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        request[CLAIMS] = None
+        return await handler(request)
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated("Authorization must be 'Bearer <token>'")
+    request[CLAIMS] = request.app[TOKENS].decode(token.strip())
+    return await handler(request)

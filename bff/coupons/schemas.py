@@ -1,0 +1,340 @@
+"""Coupon template schemas: every rule of DOMAIN.md's template table, one message per field."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from bff.errors import ApiError
+from bff.schemas import (
+    Bool,
+    Cents,
+    Discriminated,
+    ImageUrl,
+    Int,
+    PageQuery,
+    PagePath,
+    Text,
+    page_of,
+)
+
+BENEFIT_TYPES = ("threshold", "no_threshold", "discount", "exchange", "gift")
+CLAIM_METHODS = ("widget", "auto", "points", "gift_pack", "code")
+STATUSES = ("active", "paused", "ended")
+MAX_STOCK = 1_000_000_000
+MAX_PREGENERATED = 100_000
+MAX_PER_USER = 1000
+ID_STRING = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Must be 1-64 of A-Z a-z 0-9 _ -.")
+
+positive = validate.Range(min=1, error="Must be a positive integer.")
+
+
+# --- benefit -------------------------------------------------------------------------------
+class ThresholdBenefitSchema(Schema):
+    amount_off = Cents(required=True, validate=positive)
+    threshold = Cents(required=True, validate=positive)
+
+    @validates_schema
+    def amount_below_threshold(self, data: dict[str, Any], **_: Any) -> None:
+        if data["amount_off"] >= data["threshold"]:
+            raise ValidationError("Must be below the threshold.", "amount_off")
+
+
+class NoThresholdBenefitSchema(Schema):
+    amount_off = Cents(required=True, validate=positive)
+
+
+class DiscountBenefitSchema(Schema):
+    rate_permille = Int(
+        required=True,
+        validate=validate.Range(min=1, max=999, error="Must be 1-999 (850 = pay 85%)."),
+        metadata={"description": "what the shopper pays, in thousandths: 850 = pay 85%"},
+    )
+    threshold = Cents(load_default=None, allow_none=True, validate=positive)
+    max_off = Cents(load_default=None, allow_none=True, validate=positive)
+
+
+class ExchangeBenefitSchema(Schema):
+    product_id = fields.String(required=True, validate=ID_STRING)
+    price = Cents(required=True, validate=positive, metadata={"description": "cents paid for one unit"})
+
+
+class GiftBenefitSchema(Schema):
+    product_id = fields.String(required=True, validate=ID_STRING)
+
+
+BENEFIT_SCHEMAS = {
+    "threshold": ThresholdBenefitSchema,
+    "no_threshold": NoThresholdBenefitSchema,
+    "discount": DiscountBenefitSchema,
+    "exchange": ExchangeBenefitSchema,
+    "gift": GiftBenefitSchema,
+}
+
+
+# --- scope ---------------------------------------------------------------------------------
+def _unique(values: list[Any]) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError("Must not repeat an entry.")
+
+
+class ShopScopeSchema(Schema):
+    pass
+
+
+class ProductsScopeSchema(Schema):
+    product_ids = fields.List(
+        fields.String(validate=ID_STRING),
+        required=True,
+        validate=[validate.Length(min=1, max=500, error="Must list 1-500 products."), _unique],
+    )
+
+
+class CategoriesScopeSchema(Schema):
+    categories = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)),
+        required=True,
+        validate=[validate.Length(min=1, max=100, error="Must list 1-100 categories."), _unique],
+    )
+
+
+SCOPE_SCHEMAS = {
+    "shop": ShopScopeSchema,
+    "products": ProductsScopeSchema,
+    "categories": CategoriesScopeSchema,
+}
+
+
+# --- validity ------------------------------------------------------------------------------
+class AbsoluteValiditySchema(Schema):
+    start = fields.AwareDateTime(required=True)
+    end = fields.AwareDateTime(required=True)
+
+    @validates_schema
+    def ordered(self, data: dict[str, Any], **_: Any) -> None:
+        if data["end"] <= data["start"]:
+            raise ValidationError("Must be after start.", "end")
+
+
+class RelativeValiditySchema(Schema):
+    effective_after_days = Int(
+        required=True,
+        validate=validate.Range(min=0, max=365, error="Must be 0-365 days (0 = at once)."),
+    )
+    valid_days = Int(
+        required=True, validate=validate.Range(min=1, max=3650, error="Must be 1-3650 days.")
+    )
+
+
+VALIDITY_SCHEMAS = {"absolute": AbsoluteValiditySchema, "relative": RelativeValiditySchema}
+
+
+# --- stock and codes -----------------------------------------------------------------------
+class UnlimitedStockSchema(Schema):
+    pass
+
+
+class LimitedStockSchema(Schema):
+    total = Int(
+        required=True,
+        validate=validate.Range(min=1, max=MAX_STOCK, error="Must be a positive integer."),
+    )
+
+
+STOCK_SCHEMAS = {"unlimited": UnlimitedStockSchema, "limited": LimitedStockSchema}
+
+
+class NoCodesSchema(Schema):
+    pass
+
+
+class RandomCodesSchema(Schema):
+    pass
+
+
+class PregeneratedCodesSchema(Schema):
+    count = Int(
+        required=True,
+        validate=validate.Range(
+            min=1,
+            max=MAX_PREGENERATED,
+            error=f"Must be a positive integer up to {MAX_PREGENERATED} (add more later).",
+        ),
+    )
+
+
+class ImportedCodesSchema(Schema):
+    pass
+
+
+CODES_SCHEMAS = {
+    "none": NoCodesSchema,
+    "random": RandomCodesSchema,
+    "pregenerated": PregeneratedCodesSchema,
+    "imported": ImportedCodesSchema,
+}
+CODE_STOCK_TYPES = ("pregenerated", "imported")
+
+
+# --- audience and stacking -----------------------------------------------------------------
+class AllAudienceSchema(Schema):
+    pass
+
+
+class MembersAudienceSchema(Schema):
+    min_level = Int(load_default=0, validate=validate.Range(min=0, max=100))
+
+
+AUDIENCE_SCHEMAS = {"all": AllAudienceSchema, "members": MembersAudienceSchema}
+
+
+class StackingSchema(Schema):
+    with_store_promotions = Bool(
+        load_default=True,
+        metadata={"description": "false = 优惠券不可与店铺优惠同时使用"},
+    )
+    with_other_coupons = Bool(
+        load_default=False, metadata={"description": "true = 优惠券可叠加使用"}
+    )
+
+
+def _unique_methods(values: list[str]) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError("Must not repeat a method.")
+
+
+class TemplateInSchema(Schema):
+    """A coupon template as a merchant writes it."""
+
+    name = Text(required=True, not_blank=True, validate=validate.Length(min=1, max=40))
+    description = fields.String(
+        load_default="",
+        validate=validate.Length(max=120, error="Must be at most 120 characters."),
+    )
+    benefit = Discriminated(BENEFIT_SCHEMAS, required=True)
+    scope = Discriminated(SCOPE_SCHEMAS, load_default=lambda: {"type": "shop"})
+    product_code = fields.String(load_default=None, allow_none=True, validate=ID_STRING)
+    cover_image = ImageUrl(load_default=None, allow_none=True)
+    claim_start = fields.AwareDateTime(required=True)
+    claim_end = fields.AwareDateTime(required=True)
+    validity = Discriminated(VALIDITY_SCHEMAS, required=True)
+    stock = Discriminated(STOCK_SCHEMAS, load_default=None, allow_none=True)
+    codes = Discriminated(CODES_SCHEMAS, load_default=lambda: {"type": "none"})
+    claim_methods = fields.List(
+        fields.String(validate=validate.OneOf(CLAIM_METHODS)),
+        required=True,
+        validate=[validate.Length(min=1, error="Must name at least one method."), _unique_methods],
+    )
+    per_user_limit = Int(
+        load_default=1,
+        validate=validate.Range(min=1, max=MAX_PER_USER, error="Must be a positive integer."),
+    )
+    daily_limit = Int(load_default=None, allow_none=True, validate=positive)
+    audience = Discriminated(AUDIENCE_SCHEMAS, load_default=lambda: {"type": "all"})
+    new_member_exclusive = Bool(load_default=False)
+    stacking = fields.Nested(StackingSchema, load_default=lambda: StackingSchema().load({}))
+    claim_page = PagePath(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "领券承接页; default the shop's home page"},
+    )
+    redeem_page = PagePath(required=True, metadata={"description": "券核销跳转页"})
+    risk_check = Bool(load_default=False)
+    return_on_cancel = Bool(load_default=True)
+    status = fields.String(load_default="active", validate=validate.OneOf(("active", "paused")))
+
+    @validates_schema
+    def cross_field_rules(self, data: dict[str, Any], **_: Any) -> None:
+        errors: dict[str, list[str]] = {}
+
+        def fail(name: str, message: str) -> None:
+            errors.setdefault(name, []).append(message)
+
+        if data["claim_end"] <= data["claim_start"]:
+            fail("claim_end", "Must be after claim_start.")
+        validity = data["validity"]
+        if validity["type"] == "absolute" and validity["end"] <= data["claim_start"]:
+            fail("validity.end", "Must be after claim_start, or no claimed coupon could be used.")
+        if data["product_code"] is not None and data["cover_image"] is None:
+            fail("cover_image", "Required when product_code is set: one png/jpg/jpeg URL.")
+        codes_type = data["codes"]["type"]
+        if codes_type in CODE_STOCK_TYPES:
+            if data["stock"] is not None:
+                fail("stock", f"Must be left out: with {codes_type} codes the codes are the stock.")
+        elif data["stock"] is None:
+            fail("stock", "Missing data for required field.")
+        methods = data["claim_methods"]
+        if data["benefit"]["type"] == "gift" and methods != ["gift_pack"]:
+            fail("claim_methods", "A gift benefit is claimed only inside a gift pack: ['gift_pack'].")
+        if "code" in methods and codes_type not in CODE_STOCK_TYPES:
+            fail("claim_methods", "The code method needs pregenerated or imported codes.")
+        if errors:
+            raise ValidationError(errors)
+
+    @validates_schema
+    def landing_pages_differ(self, data: dict[str, Any], **_: Any) -> None:
+        claim_page = data["claim_page"] or "pages/index/index"
+        if page_of(claim_page) == page_of(data["redeem_page"]):
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST,
+                "LANDING_PAGES_IDENTICAL",
+                "claim_page and redeem_page must be different pages: the same page breaks "
+                "the jump at redemption",
+                {"claim_page": claim_page, "redeem_page": data["redeem_page"]},
+            )
+
+
+class TemplateOutSchema(Schema):
+    """A coupon template with what the server adds."""
+
+    id = fields.Integer(required=True)
+    shop_id = fields.String(required=True)
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    benefit = Discriminated(BENEFIT_SCHEMAS, required=True)
+    scope = Discriminated(SCOPE_SCHEMAS, required=True)
+    product_code = fields.String(allow_none=True)
+    cover_image = fields.String(allow_none=True)
+    claim_start = fields.AwareDateTime(required=True)
+    claim_end = fields.AwareDateTime(required=True)
+    validity = Discriminated(VALIDITY_SCHEMAS, required=True)
+    stock = Discriminated(STOCK_SCHEMAS, allow_none=True)
+    codes = Discriminated(CODES_SCHEMAS, required=True)
+    claim_methods = fields.List(fields.String(), required=True)
+    per_user_limit = fields.Integer(required=True)
+    daily_limit = fields.Integer(allow_none=True)
+    audience = Discriminated(AUDIENCE_SCHEMAS, required=True)
+    new_member_exclusive = fields.Boolean(required=True)
+    stacking = fields.Nested(StackingSchema, required=True)
+    claim_page = fields.String(required=True)
+    redeem_page = fields.String(required=True)
+    risk_check = fields.Boolean(required=True)
+    return_on_cancel = fields.Boolean(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    issued = fields.Integer(required=True)
+    remaining = fields.Integer(allow_none=True, metadata={"description": "null = unlimited"})
+    created_at = fields.AwareDateTime(required=True)
+    updated_at = fields.AwareDateTime(required=True)
+
+
+class TemplatePatchSchema(Schema):
+    """What can change after creation: wording, status, a later claim end, more stock."""
+
+    name = Text(not_blank=True, validate=validate.Length(min=1, max=40))
+    description = fields.String(
+        validate=validate.Length(max=120, error="Must be at most 120 characters.")
+    )
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    claim_end = fields.AwareDateTime()
+    stock = Discriminated({"limited": LimitedStockSchema})
+
+    @validates_schema
+    def not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one of: name, description, status, claim_end, stock.")
+
+
+class TemplateListQuerySchema(PageQuery):
+    status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))

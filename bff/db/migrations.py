@@ -1,0 +1,103 @@
+"""Versioned schema migrations, applied on start.
+
+Why not Alembic: the app applies its own schema at start-up on two engines
+(MariaDB and the embedded SQLite) from inside the async app, and the
+migrations are few and additive. A numbered list of functions and a
+``schema_migrations`` table give the same guarantees (ordered, each applied
+once, recorded) without a second configuration tree or a sync engine.
+
+Rules for adding one: append a :class:`Migration` with the next number; never
+edit one that has shipped. A migration that changes an existing table issues
+its own DDL (``ALTER TABLE``); one that adds tables may ``create_all`` just
+those tables.
+
+Several processes starting together are serialized: MariaDB by a named lock
+(``GET_LOCK``), SQLite by its write lock (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bff.clock import Clock
+from bff.db import tables
+from bff.db.engine import Database
+
+log = logging.getLogger("bff.db.migrations")
+
+LOCK_NAME = "coupon_bff_migrate"
+LOCK_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _create(*names: str) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        tables.metadata.create_all(
+            conn, tables=[tables.metadata.tables[name] for name in names], checkfirst=True
+        )
+
+    return apply
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "templates, products, members", _create("coupon_templates", "products", "members")),
+]
+
+
+async def migrate(db: Database, clock: Clock) -> list[int]:
+    """Apply every pending migration; returns the versions applied now."""
+    async with db.engine.connect() as conn:
+        locked = False
+        if not db.is_sqlite:
+            got = await conn.scalar(
+                text("SELECT GET_LOCK(:name, :timeout)"),
+                {"name": LOCK_NAME, "timeout": LOCK_TIMEOUT_SECONDS},
+            )
+            if got != 1:
+                raise RuntimeError("could not take the migration lock")
+            locked = True
+            await conn.commit()
+        try:
+            applied = await _apply_pending(conn, clock)
+        finally:
+            if locked:
+                await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+                await conn.commit()
+    if applied:
+        log.info("schema migrated", extra={"fields": {"versions": applied}})
+    return applied
+
+
+async def _apply_pending(conn: AsyncConnection, clock: Clock) -> list[int]:
+    await conn.run_sync(
+        lambda sync: tables.metadata.create_all(
+            sync, tables=[tables.schema_migrations], checkfirst=True
+        )
+    )
+    await conn.commit()
+    done = set((await conn.scalars(select(tables.schema_migrations.c.version))).all())
+    await conn.commit()
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        await conn.run_sync(migration.apply)
+        await conn.execute(
+            insert(tables.schema_migrations).values(
+                version=migration.version, name=migration.name, applied_at=clock.now()
+            )
+        )
+        await conn.commit()
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,158 @@
+"""Domain errors and the one middleware that turns every failure into API.md's error shape.
+
+``{"error": {"code": "SOLD_OUT", "message": "human text", "details": {}}}``
+
+Services raise :class:`ApiError` (or one of the helpers below); aiohttp's own
+HTTP exceptions (404, 405, 413) are reshaped here too; a database or Redis that
+cannot be reached becomes 503 ``UNAVAILABLE`` with ``Retry-After``; anything
+else is logged with the request id and answered as a plain 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import redis.exceptions
+import sqlalchemy.exc
+from aiohttp import web
+
+from bff import jsonutil
+from bff.keys import SETTINGS
+
+log = logging.getLogger("bff.errors")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error the caller should see, with its API.md code."""
+
+    def __init__(
+        self,
+        status: HTTPStatus,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class Unavailable(Exception):
+    """A dependency (database, Redis, risk service) cannot answer right now."""
+
+
+def validation_failed(details: Mapping[str, Any], message: str = "invalid request") -> ApiError:
+    return ApiError(HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED", message, details)
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"{what} not found")
+
+
+def forbidden(message: str = "not allowed") -> ApiError:
+    return ApiError(HTTPStatus.FORBIDDEN, "FORBIDDEN", message)
+
+
+def unauthenticated(message: str) -> ApiError:
+    return ApiError(HTTPStatus.UNAUTHORIZED, "UNAUTHENTICATED", message)
+
+
+def conflict(code: str, message: str, details: Mapping[str, Any] | None = None) -> ApiError:
+    return ApiError(HTTPStatus.CONFLICT, code, message, details)
+
+
+def error_response(
+    status: HTTPStatus | int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": dict(details or {})}}
+    return web.Response(
+        body=jsonutil.dumps(body),
+        status=int(status),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+# aiohttp's own HTTP exceptions -> our codes.
+_HTTP_CODES: dict[int, tuple[str, str]] = {
+    HTTPStatus.NOT_FOUND: ("NOT_FOUND", "no such path"),
+    HTTPStatus.METHOD_NOT_ALLOWED: ("METHOD_NOT_ALLOWED", "method not allowed on this path"),
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("PAYLOAD_TOO_LARGE", "request body too large"),
+    HTTPStatus.BAD_REQUEST: ("VALIDATION_FAILED", "bad request"),
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ("VALIDATION_FAILED", "unsupported media type"),
+}
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    Unavailable,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for failures that mean a dependency is down, not that the request is wrong."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, ("HTTP_ERROR", exc.reason))
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(exc.status, code, message, headers=headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if is_unavailable(exc):
+            retry_after = str(request.app[SETTINGS].http.retry_after_seconds)
+            log.warning(
+                "dependency unavailable: %s: %s",
+                type(exc).__name__,
+                _first_line(exc),
+            )
+            return error_response(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "a dependency is unavailable, try again shortly",
+                headers={"Retry-After": retry_after},
+            )
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(
+            HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "internal error"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -1,0 +1,36 @@
+"""Every ``web.AppKey`` and ``web.RequestKey`` of the app, typed. No string keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from bff.auth import Claims, TokenCodec
+    from bff.catalog import ProductService
+    from bff.coupons.templates import TemplateService
+    from bff.members import MemberService
+    from bff.clock import Clock
+    from bff.db.engine import Database
+    from bff.gate.base import Gate
+    from bff.identity import IdentityProvider
+    from bff.metrics import Metrics
+    from bff.routing import Endpoint
+    from config.loader import Settings
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+DB: web.AppKey[Database] = web.AppKey("db")
+GATE: web.AppKey[Gate] = web.AppKey("gate")
+TOKENS: web.AppKey[TokenCodec] = web.AppKey("tokens")
+IDENTITY: web.AppKey[IdentityProvider] = web.AppKey("identity")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+ENDPOINTS: web.AppKey[list[Endpoint]] = web.AppKey("endpoints")
+OPENAPI: web.AppKey[bytes] = web.AppKey("openapi")
+TEMPLATES: web.AppKey[TemplateService] = web.AppKey("templates")
+PRODUCTS: web.AppKey[ProductService] = web.AppKey("products")
+MEMBERS: web.AppKey[MemberService] = web.AppKey("members")
+
+CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

@@ -1,0 +1,83 @@
+"""Membership per shop (会员): level, first join (never reset), rejoin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy.exc
+from marshmallow import Schema, fields, validate
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bff.clock import Clock
+from bff.db import tables
+from bff.db.engine import Database
+from bff.schemas import Int
+
+M = tables.members
+
+
+class MemberLevelSchema(Schema):
+    level = Int(required=True, validate=validate.Range(min=0, max=100, error="Must be 0-100."))
+
+
+class MemberSchema(Schema):
+    user_id = fields.String(required=True)
+    level = fields.Integer(required=True)
+    first_joined_at = fields.AwareDateTime(required=True)
+    joined_at = fields.AwareDateTime(required=True)
+    rejoined = fields.Boolean(required=True)
+    active = fields.Boolean(required=True, metadata={"description": "false after the user left"})
+
+
+def member_from_row(row: Any) -> dict[str, Any]:
+    return {
+        "user_id": row.user_id,
+        "level": row.level,
+        "first_joined_at": row.first_joined_at,
+        "joined_at": row.joined_at,
+        "rejoined": bool(row.rejoined),
+        "active": row.left_at is None,
+    }
+
+
+async def fetch_member(conn: AsyncConnection, shop_id: str, user_id: str) -> Any:
+    query = select(M).where(M.c.shop_id == shop_id, M.c.user_id == user_id)
+    return (await conn.execute(query)).first()
+
+
+class MemberService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def set_level(self, shop_id: str, user_id: str, level: int) -> dict[str, Any]:
+        """Merchant sets a level; a user who never joined is enrolled now (a CRM import)."""
+        now = self.clock.now()
+
+        async def work(conn: AsyncConnection) -> dict[str, Any]:
+            changed = await conn.execute(
+                update(M)
+                .where(M.c.shop_id == shop_id, M.c.user_id == user_id)
+                .values(level=level, updated_at=now)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(
+                    insert(M).values(
+                        shop_id=shop_id,
+                        user_id=user_id,
+                        level=level,
+                        first_joined_at=now,
+                        joined_at=now,
+                        left_at=None,
+                        rejoined=False,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            return member_from_row(await fetch_member(conn, shop_id, user_id))
+
+        try:
+            return await self.db.transaction(work)
+        except sqlalchemy.exc.IntegrityError:
+            return await self.db.transaction(work)

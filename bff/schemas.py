@@ -1,0 +1,204 @@
+"""marshmallow building blocks shared by every widget's schemas.
+
+Strict scalars (no ``"5"`` for 5, no ``true`` for 1), objects discriminated by
+``type`` (API.md: "Every discriminated object uses the key type"), page paths,
+image URLs, cursors, and the error and paging shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+PAGE_PATH = re.compile(r"^/?[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*(?:\?[A-Za-z0-9_.~%&=+,:-]*)?$")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+
+
+class Int(fields.Integer):
+    """An integer that refuses booleans, floats and numeric strings."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Cents(Int):
+    """Money: a whole number of cents (分)."""
+
+
+class Bool(fields.Boolean):
+    """Only JSON true and false."""
+
+    truthy = {True}
+    falsy = {False}
+
+
+class Text(fields.String):
+    """A string; with ``strip_check`` it must hold more than white space."""
+
+    def __init__(self, *, not_blank: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.not_blank = not_blank
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if self.not_blank and not text.strip():
+            raise ValidationError("Must not be blank.")
+        return text
+
+
+def page_path_ok(value: str) -> bool:
+    return len(value) <= 256 and PAGE_PATH.match(value) is not None
+
+
+class PagePath(fields.String):
+    """A mini-program page path, optionally with a query: ``pages/coupon/use?from=coupon``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not page_path_ok(text):
+            raise ValidationError(
+                "Must be a mini-program page path such as pages/index/index, "
+                "optionally with a query string."
+            )
+        return text
+
+
+def page_of(path: str) -> str:
+    """The page a path points at, without leading slash or query: what 'same page' means."""
+    return path.split("?", 1)[0].lstrip("/")
+
+
+class ImageUrl(fields.String):
+    """Exactly one http(s) URL of a png, jpg or jpeg image."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, list):
+            raise ValidationError("Must be exactly one image URL, not a list.")
+        text = super()._deserialize(value, attr, data, **kwargs)
+        parts = urlsplit(text)
+        if len(text) > 512 or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError("Must be an http(s) URL.")
+        if not parts.path.lower().endswith(IMAGE_EXTENSIONS):
+            raise ValidationError("Must be a png, jpg or jpeg image URL.")
+        return text
+
+
+class Discriminated(fields.Field):
+    """An object whose ``type`` key picks the schema that loads and dumps it."""
+
+    def __init__(self, schemas: Mapping[str, type[Schema]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schemas = dict(schemas)
+        self._instances = {name: schema() for name, schema in self.schemas.items()}
+
+    def _pick(self, value: Any) -> tuple[str, Schema]:
+        if not isinstance(value, Mapping):
+            raise ValidationError("Must be an object with a type.")
+        kind = value.get("type")
+        if kind not in self._instances:
+            raise ValidationError({"type": [f"Must be one of: {', '.join(self.schemas)}."]})
+        return kind, self._instances[kind]
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        kind, schema = self._pick(value)
+        body = {k: v for k, v in value.items() if k != "type"}
+        loaded = schema.load(body)
+        return {"type": kind, **loaded}
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        if value is None:
+            return None
+        kind, schema = self._pick(value)
+        return {"type": kind, **schema.dump({k: v for k, v in value.items() if k != "type"})}
+
+
+class ErrorBody(Schema):
+    code = fields.String(required=True, metadata={"example": "SOLD_OUT"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class ErrorReply(Schema):
+    error = fields.Nested(ErrorBody, required=True)
+
+
+class QueryInt(fields.Integer):
+    """An integer from a query string ("20")."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=False, **kwargs)
+
+
+class PageQuery(Schema):
+    limit = QueryInt(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+
+
+def encode_cursor(position: Mapping[str, Any]) -> str:
+    raw = json.dumps(position, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    """The position a cursor stands for; a tampered cursor is a 400 on the ``cursor`` field."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
+    if not isinstance(position, dict):
+        raise ValidationError({"cursor": ["Invalid cursor."]})
+    return position
+
+
+def page_reply(item_schema: type[Schema], name: str | None = None) -> type[Schema]:
+    """The ``{"items": [...], "next_cursor": ...}`` schema for one kind of item."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item_schema), required=True),
+            "next_cursor": fields.String(allow_none=True, required=True),
+        },
+        name=name or f"{item_schema.__name__.removesuffix('Schema')}Page",
+    )
+
+
+def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages -> ``{"benefit.amount_off": ["..."]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, Mapping):
+        for key, value in messages.items():
+            if key == "_schema":
+                name = prefix or "_schema"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            for field_name, texts in flatten_errors(value, name).items():
+                out.setdefault(field_name, []).extend(texts)
+    elif isinstance(messages, list):
+        texts = [m for m in messages if isinstance(m, str)]
+        if texts:
+            out.setdefault(prefix or "_schema", []).extend(texts)
+        for item in messages:
+            if not isinstance(item, str):
+                for field_name, nested in flatten_errors(item, prefix).items():
+                    out.setdefault(field_name, []).extend(nested)
+    else:
+        out.setdefault(prefix or "_schema", []).append(str(messages))
+    return out

@@ -1,0 +1,328 @@
+"""Typed settings: defaults.toml, then an optional BFF_CONFIG file, then BFF_* variables.
+
+This is the only module that reads ``os.environ``. Every bad value raises
+:class:`ConfigError` with one line that names the setting, so ``run.py`` can
+stop start-up with that line and a non-zero exit instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "mysql+aiomysql")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+JWT_ALGORITHMS = ("HS256", "RS256")
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 2_097_152
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""
+    sqlite_path: str = "var/bff.sqlite3"
+    pool_size: int = 20
+    max_overflow: int = 20
+    pool_recycle_seconds: int = 1800
+    connect_timeout_seconds: int = 3
+
+    @property
+    def effective_url(self) -> str:
+        """The configured URL, or the embedded SQLite file."""
+        if self.url:
+            return self.url
+        return f"sqlite+aiosqlite:///{self.sqlite_path}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_url.startswith("sqlite")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""
+    socket_timeout_seconds: float = 2
+    max_connections: int = 64
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    algorithm: str = "HS256"
+    secret: str = field(default="", repr=False)
+    public_key_file: str = ""
+    private_key_file: str = ""
+    issuer: str = "coupon-bff"
+    token_ttl_seconds: int = 7200
+    leeway_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    provider: str = "none"
+
+
+@dataclass(frozen=True)
+class ShopSettings:
+    timezone: str = "Asia/Shanghai"
+    default_claim_page: str = "pages/index/index"
+
+
+@dataclass(frozen=True)
+class WalletSettings:
+    max_unused_per_shop: int = 50
+    expiring_soon_days: int = 3
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    retry_after_seconds: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "development"
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    jwt: JwtSettings = field(default_factory=JwtSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    shop: ShopSettings = field(default_factory=ShopSettings)
+    wallet: WalletSettings = field(default_factory=WalletSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with whole sections or fields swapped (tests use this)."""
+        return dataclasses.replace(self, **sections)
+
+
+# BFF_* variable -> (section, key). The names API.md documents come first.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "BFF_HOST": ("server", "host"),
+    "BFF_PORT": ("server", "port"),
+    "BFF_WORKERS": ("server", "workers"),
+    "BFF_DATABASE_URL": ("database", "url"),
+    "BFF_REDIS_URL": ("redis", "url"),
+    "BFF_JWT_SECRET": ("jwt", "secret"),
+    "BFF_JWT_ISSUER": ("jwt", "issuer"),
+    "BFF_JWT_ALGORITHM": ("jwt", "algorithm"),
+    "BFF_JWT_PUBLIC_KEY_FILE": ("jwt", "public_key_file"),
+    "BFF_JWT_PRIVATE_KEY_FILE": ("jwt", "private_key_file"),
+    "BFF_IDENTITY_PROVIDER": ("identity", "provider"),
+    "BFF_SQLITE_PATH": ("database", "sqlite_path"),
+    "BFF_MAX_BODY_BYTES": ("server", "max_body_bytes"),
+    "BFF_ACCESS_LOG": ("server", "access_log"),
+    "BFF_SHOP_TIMEZONE": ("shop", "timezone"),
+    "BFF_WALLET_MAX_UNUSED": ("wallet", "max_unused_per_shop"),
+}
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "database": DatabaseSettings,
+    "redis": RedisSettings,
+    "jwt": JwtSettings,
+    "identity": IdentitySettings,
+    "shop": ShopSettings,
+    "wallet": WalletSettings,
+    "http": HttpSettings,
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, base_dir: Path | None = None
+) -> Settings:
+    """Build validated settings from the defaults, BFF_CONFIG and the environment."""
+    env = os.environ if environ is None else environ
+    raw = _read_toml(DEFAULTS_FILE)
+    extra = env.get("BFF_CONFIG")
+    if extra:
+        _merge(raw, _read_toml(Path(extra)))
+    if "BFF_ENV" in env:
+        raw["environment"] = env["BFF_ENV"]
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var in env:
+            raw.setdefault(section, {})[key] = env[var]
+    settings = _build(raw)
+    settings = _with_dev_secret(settings, base_dir or Path.cwd())
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Raise ConfigError for the first setting that cannot work."""
+    server = settings.server
+    if not 1 <= server.port <= 65535:
+        raise ConfigError(f"server.port (BFF_PORT) must be 1-65535, got {server.port}")
+    if server.workers < 1:
+        raise ConfigError(f"server.workers (BFF_WORKERS) must be at least 1, got {server.workers}")
+    if server.max_body_bytes < 1024:
+        raise ConfigError("server.max_body_bytes must be at least 1024")
+    scheme = urlsplit(settings.database.effective_url).scheme
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(
+            f"database.url (BFF_DATABASE_URL) has unknown scheme {scheme!r}; "
+            f"use one of {', '.join(DATABASE_SCHEMES)}"
+        )
+    if settings.database.pool_size < 1:
+        raise ConfigError("database.pool_size must be at least 1")
+    if settings.redis.url:
+        redis_scheme = urlsplit(settings.redis.url).scheme
+        if redis_scheme not in REDIS_SCHEMES:
+            raise ConfigError(
+                f"redis.url (BFF_REDIS_URL) has unknown scheme {redis_scheme!r}; "
+                f"use one of {', '.join(REDIS_SCHEMES)}"
+            )
+    jwt = settings.jwt
+    if jwt.algorithm not in JWT_ALGORITHMS:
+        raise ConfigError(
+            f"jwt.algorithm (BFF_JWT_ALGORITHM) must be one of {', '.join(JWT_ALGORITHMS)}"
+        )
+    if not jwt.issuer:
+        raise ConfigError("jwt.issuer (BFF_JWT_ISSUER) must not be empty")
+    if jwt.algorithm == "HS256":
+        if not jwt.secret:
+            raise ConfigError(
+                "jwt.secret (BFF_JWT_SECRET) is empty; set a secret of at least "
+                f"{MIN_SECRET_BYTES} bytes (only development may run without one)"
+            )
+        if len(jwt.secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"jwt.secret (BFF_JWT_SECRET) must be at least {MIN_SECRET_BYTES} bytes")
+    else:
+        if not jwt.public_key_file:
+            raise ConfigError("jwt.public_key_file (BFF_JWT_PUBLIC_KEY_FILE) is required for RS256")
+        for name in ("public_key_file", "private_key_file"):
+            path = getattr(jwt, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"jwt.{name}: no such file {path!r}")
+    if jwt.token_ttl_seconds < 60:
+        raise ConfigError("jwt.token_ttl_seconds must be at least 60")
+    provider = settings.identity.provider
+    if provider not in ("none", "dev") and ":" not in provider:
+        raise ConfigError(
+            "identity.provider (BFF_IDENTITY_PROVIDER) must be 'none', 'dev' or 'module:Class'"
+        )
+    try:
+        zoneinfo.ZoneInfo(settings.shop.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"shop.timezone: unknown time zone {settings.shop.timezone!r}") from exc
+    if settings.wallet.max_unused_per_shop < 1:
+        raise ConfigError("wallet.max_unused_per_shop must be at least 1")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _build(raw: Mapping[str, Any]) -> Settings:
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "environment":
+            kwargs[key] = str(value)
+            continue
+        section_type = SECTIONS.get(key)
+        if section_type is None or not isinstance(value, Mapping):
+            raise ConfigError(f"unknown config section {key!r}")
+        kwargs[key] = _build_section(key, section_type, value)
+    return Settings(**kwargs)
+
+
+def _build_section(name: str, section_type: type, values: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_type)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown setting {name}.{key}")
+        default = fields[key].default
+        kwargs[key] = _coerce(f"{name}.{key}", value, type(default))
+    return section_type(**kwargs)
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """Turn a TOML or environment value into the field's type, or say why not."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        try:
+            return kind(str(value).strip()) if isinstance(value, str) else kind(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from exc
+    return str(value)
+
+
+def _with_dev_secret(settings: Settings, base_dir: Path) -> Settings:
+    """In development without a secret, use one kept in ./var/ so tokens survive restarts.
+
+    The file is made on first use with mode 0600; it is never in the repository.
+    """
+    jwt = settings.jwt
+    if not settings.is_development or jwt.algorithm != "HS256" or jwt.secret:
+        return settings
+    path = base_dir / "var" / "jwt-secret"
+    try:
+        if path.is_file():
+            secret = path.read_text().strip()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = secrets.token_urlsafe(48)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secret)
+    except OSError as exc:
+        raise ConfigError(f"cannot keep the development JWT secret at {path}: {exc}") from exc
+    return settings.replace(jwt=dataclasses.replace(jwt, secret=secret))

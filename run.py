@@ -1,0 +1,144 @@
+"""Start the coupon BFF, or run a small CLI verb.
+
+    python run.py                      serve (embedded SQLite + in-process gate by default)
+    python run.py token --role merchant --shop s1 --sub m1
+                                       print a signed token for local use
+    python run.py migrate              apply the schema migrations and exit
+
+Settings come from config/defaults.toml and BFF_* variables (config/loader.py).
+A bad setting stops start-up with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from bff.app import create_app
+from bff.auth import Role, TokenCodec
+from bff.clock import SystemClock
+from bff.db.engine import Database, create_engine
+from bff.db.migrations import migrate
+from bff.logs import setup_logging
+from config.loader import ConfigError, Settings, load_settings
+
+log = logging.getLogger("bff.run")
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _serve_one(settings: Settings, sock: socket.socket | None) -> None:
+    setup_logging()
+    _install_uvloop()
+    app = create_app(settings)
+    host, port = settings.server.host, settings.server.port
+    log.info("serving", extra={"fields": {"host": host, "port": port, "pid": os.getpid()}})
+    web.run_app(
+        app,
+        host=None if sock else host,
+        port=None if sock else port,
+        sock=sock,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    db = Database(create_engine(settings.database))
+    try:
+        await migrate(db, SystemClock())
+    finally:
+        await db.dispose()
+
+
+def serve(settings: Settings) -> int:
+    # Migrate once in the parent, before any worker starts, so workers never race on DDL.
+    try:
+        asyncio.run(_migrate(settings))
+    except Exception as exc:
+        print(f"start-up failed: database not reachable or not migratable: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    workers = settings.server.workers
+    if workers == 1:
+        _serve_one(settings, None)
+        return 0
+    # Several processes share one listening socket (SO_REUSEPORT); each makes its
+    # own pools after the fork, in the app's cleanup_ctx.
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.server.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.server.host, settings.server.port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    context = multiprocessing.get_context("fork")
+    processes = [
+        context.Process(target=_serve_one, args=(settings, sock), daemon=False)
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+    return 0
+
+
+def mint_token(settings: Settings, args: argparse.Namespace) -> int:
+    role = Role(args.role)
+    if role is not Role.USER and not args.shop:
+        print("a merchant or service token needs --shop", file=sys.stderr)
+        return EXIT_CONFIG
+    codec = TokenCodec(settings.jwt, SystemClock())
+    if not codec.can_mint:
+        print("no signing key configured (jwt.private_key_file for RS256)", file=sys.stderr)
+        return EXIT_CONFIG
+    token, _ = codec.mint(args.sub, role, args.shop)
+    print(token)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py", description="Coupon BFF")
+    sub = parser.add_subparsers(dest="verb")
+    token = sub.add_parser("token", help="print a signed token for local use")
+    token.add_argument("--role", choices=[r.value for r in Role], default="user")
+    token.add_argument("--shop", default=None)
+    token.add_argument("--sub", required=True)
+    sub.add_parser("migrate", help="apply the schema migrations and exit")
+    sub.add_parser("serve", help="serve (the default)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(base_dir=Path.cwd())
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.verb == "token":
+        return mint_token(settings, args)
+    if args.verb == "migrate":
+        asyncio.run(_migrate(settings))
+        return 0
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,9 @@ def _unique_ids(values: list[int]) -> None:
 
 class ProductInSchema(Schema):
     title = Text(required=True, not_blank=True, validate=validate.Length(min=1, max=200))
-    list_price = Cents(required=True, validate=validate.Range(min=1, error="Must be positive cents."))
+    list_price = Cents(
+        required=True, validate=validate.Range(min=1, error="Must be positive cents.")
+    )
     promo_price = Cents(
         load_default=None,
         allow_none=True,

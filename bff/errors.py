@@ -148,9 +148,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 headers={"Retry-After": retry_after},
             )
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(
-            HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "internal error"
-        )
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
 
 
 def _first_line(exc: BaseException) -> str:

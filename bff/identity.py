@@ -43,7 +43,7 @@ class DevIdentityProvider:
     async def resolve(self, auth_code: str) -> str | None:
         if not auth_code.startswith(DEV_PREFIX):
             return None
-        user_id = auth_code[len(DEV_PREFIX):]
+        user_id = auth_code[len(DEV_PREFIX) :]
         return user_id if USER_ID.match(user_id) else None
 
 

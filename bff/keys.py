@@ -9,12 +9,12 @@ from aiohttp import web
 if TYPE_CHECKING:
     from bff.auth import Claims, TokenCodec
     from bff.catalog import ProductService
-    from bff.coupons.templates import TemplateService
-    from bff.members import MemberService
     from bff.clock import Clock
+    from bff.coupons.templates import TemplateService
     from bff.db.engine import Database
     from bff.gate.base import Gate
     from bff.identity import IdentityProvider
+    from bff.members import MemberService
     from bff.metrics import Metrics
     from bff.routing import Endpoint
     from config.loader import Settings

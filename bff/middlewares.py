@@ -53,6 +53,8 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
                 request.method,
                 request.path,
                 status,
-                extra={"fields": {"status": status, "ms": round(elapsed * 1000, 2), "route": route}},
+                extra={
+                    "fields": {"status": status, "ms": round(elapsed * 1000, 2), "route": route}
+                },
             )
         request_id_var.reset(token)

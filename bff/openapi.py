@@ -66,7 +66,8 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
         plugins=[plugin],
         info={"description": DESCRIPTION},
     )
-    assert plugin.converter is not None  # set by APISpec.__init__
+    if plugin.converter is None:  # set by APISpec.__init__; a plugin change would break here
+        raise RuntimeError("apispec MarshmallowPlugin has no converter")
     plugin.converter.field_mapping[Int] = ("integer", None)
     plugin.converter.field_mapping[Bool] = ("boolean", None)
     plugin.converter.add_attribute_function(
@@ -77,7 +78,9 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
     )
     spec.components.schema("Error", schema=ErrorReply)
     for endpoint in endpoints:
-        spec.path(path=endpoint.openapi_path, operations={endpoint.method.lower(): _operation(endpoint)})
+        spec.path(
+            path=endpoint.openapi_path, operations={endpoint.method.lower(): _operation(endpoint)}
+        )
     return spec.to_dict()
 
 

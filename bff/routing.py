@@ -203,7 +203,9 @@ def load(schema: Schema, data: Any) -> Any:
 
 
 def json_response(payload: Any, status: HTTPStatus | int = HTTPStatus.OK) -> web.Response:
-    return web.Response(body=jsonutil.dumps(payload), status=int(status), content_type="application/json")
+    return web.Response(
+        body=jsonutil.dumps(payload), status=int(status), content_type="application/json"
+    )
 
 
 def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

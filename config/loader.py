@@ -209,7 +209,9 @@ def validate(settings: Settings) -> None:
                 f"{MIN_SECRET_BYTES} bytes (only development may run without one)"
             )
         if len(jwt.secret.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(f"jwt.secret (BFF_JWT_SECRET) must be at least {MIN_SECRET_BYTES} bytes")
+            raise ConfigError(
+                f"jwt.secret (BFF_JWT_SECRET) must be at least {MIN_SECRET_BYTES} bytes"
+            )
     else:
         if not jwt.public_key_file:
             raise ConfigError("jwt.public_key_file (BFF_JWT_PUBLIC_KEY_FILE) is required for RS256")

@@ -11,7 +11,7 @@ those tests skip with a reason that says how to start the services.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
@@ -98,6 +98,11 @@ async def settings(backend: str, tmp_path: Path) -> Settings:
         return settings.replace(
             database=DatabaseSettings(sqlite_path=str(tmp_path / "bff.sqlite3"), pool_size=5)
         )
+    return await mariadb_settings(settings)
+
+
+async def mariadb_settings(settings: Settings) -> Settings:
+    """``settings`` on a freshly emptied MariaDB + Redis; fails in CI, skips elsewhere."""
     problem = await _check_services()
     if problem is not None:
         if IN_CI:
@@ -114,9 +119,7 @@ async def _reset_mariadb_and_redis() -> None:
     engine = create_async_engine(MYSQL_URL)
     try:
         async with engine.begin() as conn:
-            existing = set(
-                (await conn.execute(text("SHOW TABLES"))).scalars().all()
-            )
+            existing = set((await conn.execute(text("SHOW TABLES"))).scalars().all())
             await conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
             for table in reversed(tables.metadata.sorted_tables):
                 if table.name != "schema_migrations" and table.name in existing:

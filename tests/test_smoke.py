@@ -10,7 +10,9 @@ async def test_healthz(client):
 async def test_create_and_get_template(client, make_template, merchant):
     created = await make_template()
     body = await expect(
-        await client.get(f"/api/v1/shops/s1/admin/coupon-templates/{created['id']}", headers=merchant),
+        await client.get(
+            f"/api/v1/shops/s1/admin/coupon-templates/{created['id']}", headers=merchant
+        ),
         HTTPStatus.OK,
     )
     assert body["name"] == "满299减50"

@@ -14,8 +14,8 @@ from bff.schemas import (
     Discriminated,
     ImageUrl,
     Int,
-    PageQuery,
     PagePath,
+    PageQuery,
     Text,
     page_of,
 )
@@ -58,7 +58,9 @@ class DiscountBenefitSchema(Schema):
 
 class ExchangeBenefitSchema(Schema):
     product_id = fields.String(required=True, validate=ID_STRING)
-    price = Cents(required=True, validate=positive, metadata={"description": "cents paid for one unit"})
+    price = Cents(
+        required=True, validate=positive, metadata={"description": "cents paid for one unit"}
+    )
 
 
 class GiftBenefitSchema(Schema):
@@ -267,7 +269,9 @@ class TemplateInSchema(Schema):
             fail("stock", "Missing data for required field.")
         methods = data["claim_methods"]
         if data["benefit"]["type"] == "gift" and methods != ["gift_pack"]:
-            fail("claim_methods", "A gift benefit is claimed only inside a gift pack: ['gift_pack'].")
+            fail(
+                "claim_methods", "A gift benefit is claimed only inside a gift pack: ['gift_pack']."
+            )
         if "code" in methods and codes_type not in CODE_STOCK_TYPES:
             fail("claim_methods", "The code method needs pregenerated or imported codes.")
         if errors:
@@ -333,7 +337,9 @@ class TemplatePatchSchema(Schema):
     @validates_schema
     def not_empty(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
-            raise ValidationError("Give at least one of: name, description, status, claim_end, stock.")
+            raise ValidationError(
+                "Give at least one of: name, description, status, claim_end, stock."
+            )
 
 
 class TemplateListQuerySchema(PageQuery):

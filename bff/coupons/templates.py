@@ -72,14 +72,18 @@ def template_from_row(row: Row[Any] | Any) -> dict[str, Any]:
     }
 
 
-async def fetch_row(conn: AsyncConnection, shop_id: str, template_id: int, *, lock: bool = False) -> Any:
+async def fetch_row(
+    conn: AsyncConnection, shop_id: str, template_id: int, *, lock: bool = False
+) -> Any:
     query = select(T).where(T.c.shop_id == shop_id, T.c.id == template_id)
     if lock:
         query = query.with_for_update()
     return (await conn.execute(query)).first()
 
 
-async def fetch_rows(conn: AsyncConnection, shop_id: str, template_ids: list[int]) -> dict[int, Any]:
+async def fetch_rows(
+    conn: AsyncConnection, shop_id: str, template_ids: list[int]
+) -> dict[int, Any]:
     if not template_ids:
         return {}
     rows = await conn.execute(select(T).where(T.c.shop_id == shop_id, T.c.id.in_(template_ids)))
@@ -154,7 +158,9 @@ class TemplateService:
         next_cursor = encode_cursor({"before": rows[-1].id}) if more and rows else None
         return {"items": [template_from_row(row) for row in rows], "next_cursor": next_cursor}
 
-    async def patch(self, shop_id: str, template_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    async def patch(
+        self, shop_id: str, template_id: int, changes: dict[str, Any]
+    ) -> dict[str, Any]:
         async def work(conn: AsyncConnection) -> dict[str, Any]:
             row = await fetch_row(conn, shop_id, template_id, lock=True)
             if row is None:
@@ -194,7 +200,9 @@ def _patch_values(row: Any, changes: dict[str, Any]) -> dict[str, Any]:
     if "stock" in changes:
         total = changes["stock"]["total"]
         if spec["codes"]["type"] in CODE_STOCK_TYPES:
-            errors["stock"] = ["The stock of a template with codes is its codes: add codes instead."]
+            errors["stock"] = [
+                "The stock of a template with codes is its codes: add codes instead."
+            ]
         elif row.stock_total is None:
             errors["stock"] = ["The stock is unlimited; it cannot be limited afterwards."]
         elif total < row.stock_total:

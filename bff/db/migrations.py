@@ -51,7 +51,9 @@ def _create(*names: str) -> Callable[[Connection], None]:
 
 
 MIGRATIONS: list[Migration] = [
-    Migration(1, "templates, products, members", _create("coupon_templates", "products", "members")),
+    Migration(
+        1, "templates, products, members", _create("coupon_templates", "products", "members")
+    ),
 ]
 
 

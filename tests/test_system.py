@@ -1,0 +1,193 @@
+"""System endpoints, error shape, request ids, metrics, OpenAPI, 503 on a lost dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+import logging
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+import pytest
+from aiohttp import web
+
+from bff.app import create_app
+from bff.auth import Role, TokenCodec
+from bff.clock import ManualClock
+from bff.keys import ENDPOINTS
+from bff.logs import JsonFormatter
+from config.loader import DatabaseSettings, RedisSettings
+from tests.conftest import (
+    MYSQL_URL,
+    REDIS_URL,
+    base_settings,
+    expect,
+    mariadb_settings,
+    template_body,
+)
+from tests.proxy import TcpProxy
+
+ADMIN = "/api/v1/shops/s1/admin/coupon-templates"
+
+
+async def test_healthz_and_readyz(client):
+    assert (await expect(await client.get("/healthz"), HTTPStatus.OK))["status"] == "ok"
+    ready = await expect(await client.get("/readyz"), HTTPStatus.OK)
+    assert set(ready["checks"].values()) == {"ok"}
+
+
+async def test_unknown_path_and_method_use_the_error_shape(client):
+    await expect(await client.get("/api/v1/nope"), HTTPStatus.NOT_FOUND, "NOT_FOUND")
+    response = await client.delete("/healthz")
+    body = await expect(response, HTTPStatus.METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert "GET" in response.headers["Allow"]
+
+
+async def test_body_over_limit_is_413(client, merchant, clock):
+    body = template_body(clock, description="x" * 100_000)
+    response = await client.post(ADMIN, json=body, headers=merchant)
+    await expect(response, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+
+
+async def test_malformed_json_is_400(client, merchant):
+    response = await client.post(
+        ADMIN, data=b"{not json", headers={**merchant, "Content-Type": "application/json"}
+    )
+    body = await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
+    assert "_body" in body["error"]["details"]
+
+
+async def test_unknown_exception_is_a_plain_500_logged_with_request_id(
+    aiohttp_client, make_app, caplog
+):
+    app = make_app()
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals")
+
+    app.router.add_get("/boom", boom)
+    client = await aiohttp_client(app)
+    response = await client.get("/boom", headers={"X-Request-Id": "req-boom-1"})
+    body = await expect(response, HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL")
+    assert "secret" not in str(body)
+    assert response.headers["X-Request-Id"] == "req-boom-1"
+    assert any(r.exc_info and "secret internals" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_request_id_is_echoed_or_made(client):
+    response = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Request-Id"] == "abc-123"
+    made = (await client.get("/healthz")).headers["X-Request-Id"]
+    assert len(made) == 32
+    odd = (await client.get("/healthz", headers={"X-Request-Id": "bad id\u00e9"})).headers
+    assert odd["X-Request-Id"] != "bad id\u00e9"
+
+
+async def test_access_log_is_json_lines_with_the_request_id(aiohttp_client, make_app, settings):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("bff.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        server = dataclasses.replace(settings.server, access_log=True)
+        client = await aiohttp_client(make_app(settings=settings.replace(server=server)))
+        await client.get("/api/v1/nope", headers={"X-Request-Id": "log-me-1"})
+    finally:
+        access.removeHandler(handler)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["request_id"] == "log-me-1"
+    assert line["status"] == 404 and line["logger"] == "bff.access"
+
+
+async def test_metrics_count_requests_by_route(client):
+    await client.get("/healthz")
+    await client.get("/healthz")
+    text = await (await client.get("/metrics")).text()
+    assert 'bff_http_requests_total{method="GET",route="/healthz",status="200"} 2.0' in text
+    assert "bff_http_request_duration_seconds_bucket" in text
+
+
+async def test_openapi_lists_every_endpoint_with_schemas(client):
+    doc = await expect(await client.get("/api/v1/openapi.json"), HTTPStatus.OK)
+    endpoints = client.app[ENDPOINTS]
+    for endpoint in endpoints:
+        operation = doc["paths"][endpoint.openapi_path][endpoint.method.lower()]
+        if endpoint.body is not None:
+            assert operation["requestBody"]["content"]
+        if endpoint.reply is not None:
+            assert operation["responses"][str(int(endpoint.status))]["content"]
+    create = doc["paths"]["/api/v1/shops/{shop_id}/admin/coupon-templates"]["post"]
+    assert create["responses"]["201"]
+    schemas = doc["components"]["schemas"]
+    assert "TemplateIn" in schemas and "ThresholdBenefit" in schemas
+    assert {"name", "benefit", "redeem_page"} <= set(schemas["TemplateIn"]["properties"])
+
+
+async def test_docs_page_is_self_contained(client):
+    response = await client.get("/docs")
+    assert response.status == HTTPStatus.OK
+    html = await response.text()
+    assert "/api/v1/openapi.json" in html
+    for external in ('src="http', "src='http", 'href="http', "@import", "cdn."):
+        assert external not in html
+
+
+@pytest.fixture
+async def proxied():
+    """MariaDB settings whose database and Redis are reached through proxies the test can cut."""
+    settings = await mariadb_settings(base_settings())
+    mysql = urlsplit(MYSQL_URL)
+    redis_url = urlsplit(REDIS_URL)
+    db_proxy = TcpProxy(mysql.hostname, mysql.port or 3306)
+    redis_proxy = TcpProxy(redis_url.hostname, redis_url.port or 6379)
+    await db_proxy.start()
+    await redis_proxy.start()
+    proxied_settings = settings.replace(
+        database=DatabaseSettings(
+            url=MYSQL_URL.replace(f":{mysql.port}/", f":{db_proxy.port}/"),
+            connect_timeout_seconds=1,
+        ),
+        redis=RedisSettings(
+            url=REDIS_URL.replace(f":{redis_url.port}/", f":{redis_proxy.port}/"),
+            socket_timeout_seconds=1,
+        ),
+    )
+    yield proxied_settings, db_proxy, redis_proxy
+    await db_proxy.stop()
+    await redis_proxy.stop()
+
+
+async def test_database_down_is_503_then_recovers(aiohttp_client, proxied, tmp_path):
+    proxied_settings, db_proxy, _ = proxied
+    clock = ManualClock()
+    client = await aiohttp_client(create_app(proxied_settings, clock=clock, base_dir=tmp_path))
+    token, _ = TokenCodec(proxied_settings.jwt, clock).mint("m1", Role.MERCHANT, "s1")
+    merchant = {"Authorization": f"Bearer {token}"}
+    await expect(await client.get(ADMIN, headers=merchant), HTTPStatus.OK)
+    await db_proxy.stop()
+    response = await client.get(ADMIN, headers=merchant)
+    await expect(response, HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    assert response.headers["Retry-After"] == "1"
+    ready = await expect(await client.get("/readyz"), HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    assert ready["error"]["details"]["checks"]["database"] == "unavailable"
+    await db_proxy.start()  # same port again
+    for _ in range(20):
+        if (await client.get(ADMIN, headers=merchant)).status == HTTPStatus.OK:
+            break
+        await asyncio.sleep(0.1)
+    await expect(await client.get(ADMIN, headers=merchant), HTTPStatus.OK)
+    await expect(await client.get("/readyz"), HTTPStatus.OK)
+
+
+async def test_redis_down_fails_readiness(aiohttp_client, proxied, tmp_path):
+    proxied_settings, _, redis_proxy = proxied
+    client = await aiohttp_client(create_app(proxied_settings, base_dir=tmp_path))
+    await expect(await client.get("/readyz"), HTTPStatus.OK)
+    await redis_proxy.stop()
+    body = await expect(await client.get("/readyz"), HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    assert body["error"]["details"]["checks"]["redis"] == "unavailable"

@@ -42,10 +42,12 @@ class Cents(Int):
 
 
 class Bool(fields.Boolean):
-    """Only JSON true and false."""
+    """Only JSON true and false (1 == True in Python, so check the type)."""
 
-    truthy = {True}
-    falsy = {False}
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class Text(fields.String):
@@ -63,7 +65,10 @@ class Text(fields.String):
 
 
 def page_path_ok(value: str) -> bool:
-    return len(value) <= 256 and PAGE_PATH.match(value) is not None
+    if len(value) > 256 or PAGE_PATH.match(value) is None:
+        return False
+    # "." and ".." segments would let two spellings name one page, or climb out of it.
+    return all(segment not in (".", "..") for segment in page_of(value).split("/"))
 
 
 class PagePath(fields.String):

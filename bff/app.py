@@ -15,7 +15,13 @@ from aiohttp import web
 from bff.auth import TokenCodec, auth_middleware
 from bff.catalog import ProductService
 from bff.clock import Clock, SystemClock
+from bff.coupons.claims import ClaimService
+from bff.coupons.codes import CodeService
+from bff.coupons.grants import GrantService
+from bff.coupons.ledger import Ledger
+from bff.coupons.risk import build_risk_engine
 from bff.coupons.templates import TemplateService
+from bff.coupons.wallet import WalletService
 from bff.db.engine import Database, create_engine, describe
 from bff.db.migrations import migrate
 from bff.errors import error_middleware
@@ -24,11 +30,16 @@ from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
 from bff.identity import build_identity_provider
 from bff.keys import (
+    CLAIM_WIDGET,
+    CLAIMS_SERVICE,
     CLOCK,
+    CODES_SERVICE,
     DB,
     ENDPOINTS,
     GATE,
+    GRANTS,
     IDENTITY,
+    LEDGER,
     MEMBERS,
     METRICS,
     OPENAPI,
@@ -36,6 +47,7 @@ from bff.keys import (
     SETTINGS,
     TEMPLATES,
     TOKENS,
+    WALLET,
 )
 from bff.members import MemberService
 from bff.metrics import Metrics
@@ -44,6 +56,7 @@ from bff.openapi import render_openapi
 from bff.routing import add_routes
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
+from widgets.claim.service import ClaimWidgetService
 
 log = logging.getLogger("bff.app")
 
@@ -106,8 +119,31 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
-    db, clock, settings = app[DB], app[CLOCK], app[SETTINGS]
-    app[TEMPLATES] = TemplateService(db, clock, settings.shop.default_claim_page)
+    db, clock, settings, gate = app[DB], app[CLOCK], app[SETTINGS], app[GATE]
+    templates = TemplateService(db, clock, settings.shop.default_claim_page)
+    ledger = Ledger(
+        db,
+        clock,
+        wallet_cap=settings.wallet.max_unused_per_shop,
+        timezone=settings.shop.timezone,
+        window_ms=settings.claim.batch_window_ms,
+        batch_max=settings.claim.batch_max,
+    )
+    wallet = WalletService(db, clock, settings.wallet.expiring_soon_days)
+    claims = ClaimService(
+        db, clock, gate, ledger, build_risk_engine(settings, gate), wallet, settings
+    )
+    templates.on_change.append(claims.forget)
+    app[TEMPLATES] = templates
     app[PRODUCTS] = ProductService(db, clock)
     app[MEMBERS] = MemberService(db, clock)
-    yield
+    app[LEDGER] = ledger
+    app[WALLET] = wallet
+    app[CLAIMS_SERVICE] = claims
+    app[CODES_SERVICE] = CodeService(db, clock)
+    app[GRANTS] = GrantService(db, clock, gate, ledger, settings.claim.idempotency_ttl_seconds)
+    app[CLAIM_WIDGET] = ClaimWidgetService(db, clock, settings)
+    try:
+        yield
+    finally:
+        await ledger.close()

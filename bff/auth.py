@@ -72,8 +72,13 @@ class TokenCodec:
                 algorithms=[self.algorithm],
                 issuer=self.issuer,
                 leeway=self.leeway,
-                # exp is checked below against the app's clock, so time can move in tests.
-                options={"require": ["exp", "sub", "iss"], "verify_exp": False},
+                # exp and nbf are checked below against the app's clock, so time can move in tests.
+                options={
+                    "require": ["exp", "sub", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("token expired") from exc
@@ -88,8 +93,12 @@ class TokenCodec:
         exp = payload["exp"]
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):
             raise unauthenticated("token exp must be a number")
-        if exp + self.leeway < self.clock.now().timestamp():
+        now = self.clock.now().timestamp()
+        if exp + self.leeway < now:
             raise unauthenticated("token expired")
+        nbf = payload.get("nbf")
+        if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) and nbf - self.leeway > now:
+            raise unauthenticated("token not valid yet")
         return _claims_from(payload)
 
     def mint(

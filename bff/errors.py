@@ -101,7 +101,6 @@ _HTTP_CODES: dict[int, tuple[str, str]] = {
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     Unavailable,
-    sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.DisconnectionError,
     sqlalchemy.exc.TimeoutError,
@@ -112,10 +111,25 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# MySQL client/server codes that mean "cannot reach or keep the server", not "bad SQL".
+MYSQL_UNREACHABLE = frozenset({1040, 1053, 1205, 1213, 2002, 2003, 2005, 2006, 2013, 2055})
+SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """True for failures that mean a dependency is down, not that the request is wrong."""
+    """True for failures that mean a dependency is down, not that the request is wrong.
+
+    A schema or SQL error is a bug (500), even though drivers raise it as an
+    OperationalError too.
+    """
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        args = getattr(exc.orig, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0] in MYSQL_UNREACHABLE
+        text = str(exc.orig).lower()
+        return any(fragment in text for fragment in SQLITE_UNAVAILABLE)
     return isinstance(exc, UNAVAILABLE_ERRORS)
 
 

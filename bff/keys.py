@@ -10,7 +10,12 @@ if TYPE_CHECKING:
     from bff.auth import Claims, TokenCodec
     from bff.catalog import ProductService
     from bff.clock import Clock
+    from bff.coupons.claims import ClaimService
+    from bff.coupons.codes import CodeService
+    from bff.coupons.grants import GrantService
+    from bff.coupons.ledger import Ledger
     from bff.coupons.templates import TemplateService
+    from bff.coupons.wallet import WalletService
     from bff.db.engine import Database
     from bff.gate.base import Gate
     from bff.identity import IdentityProvider
@@ -18,6 +23,7 @@ if TYPE_CHECKING:
     from bff.metrics import Metrics
     from bff.routing import Endpoint
     from config.loader import Settings
+    from widgets.claim.service import ClaimWidgetService
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -31,6 +37,12 @@ OPENAPI: web.AppKey[bytes] = web.AppKey("openapi")
 TEMPLATES: web.AppKey[TemplateService] = web.AppKey("templates")
 PRODUCTS: web.AppKey[ProductService] = web.AppKey("products")
 MEMBERS: web.AppKey[MemberService] = web.AppKey("members")
+LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
+CLAIMS_SERVICE: web.AppKey[ClaimService] = web.AppKey("claims")
+WALLET: web.AppKey[WalletService] = web.AppKey("wallet")
+CODES_SERVICE: web.AppKey[CodeService] = web.AppKey("codes")
+GRANTS: web.AppKey[GrantService] = web.AppKey("grants")
+CLAIM_WIDGET: web.AppKey[ClaimWidgetService] = web.AppKey("claim_widget")
 
 CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

@@ -95,6 +95,29 @@ class WalletSettings:
 
 
 @dataclass(frozen=True)
+class RiskSettings:
+    """Claim risk rules (风控) and rate limits; 0 turns a per-device or per-IP limit off."""
+
+    # "rules" = the built-in rule engine; or "package.module:ClassName" of a RiskEngine.
+    engine: str = "rules"
+    accounts_per_device_per_day: int = 3
+    device_claims_per_minute: int = 0
+    ip_claims_per_minute: int = 0
+    user_claims_per_minute: int = 60
+
+
+@dataclass(frozen=True)
+class ClaimSettings:
+    # How long the batch writer gathers admitted claims before one transaction.
+    batch_window_ms: float = 2.0
+    batch_max: int = 200
+    # Template definitions are cached per process this long (admin changes apply within it).
+    template_cache_seconds: float = 1.0
+    # Idempotency replies are kept in the gate this long (the database keeps them for good).
+    idempotency_ttl_seconds: int = 86_400
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     retry_after_seconds: int = 1
 
@@ -110,6 +133,8 @@ class Settings:
     shop: ShopSettings = field(default_factory=ShopSettings)
     wallet: WalletSettings = field(default_factory=WalletSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    risk: RiskSettings = field(default_factory=RiskSettings)
+    claim: ClaimSettings = field(default_factory=ClaimSettings)
 
     @property
     def is_development(self) -> bool:
@@ -148,6 +173,8 @@ SECTIONS: dict[str, type] = {
     "shop": ShopSettings,
     "wallet": WalletSettings,
     "http": HttpSettings,
+    "risk": RiskSettings,
+    "claim": ClaimSettings,
 }
 
 
@@ -232,6 +259,19 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"shop.timezone: unknown time zone {settings.shop.timezone!r}") from exc
     if settings.wallet.max_unused_per_shop < 1:
         raise ConfigError("wallet.max_unused_per_shop must be at least 1")
+    risk = settings.risk
+    if risk.engine != "rules" and ":" not in risk.engine:
+        raise ConfigError("risk.engine must be 'rules' or 'module:Class'")
+    for name in (
+        "accounts_per_device_per_day",
+        "device_claims_per_minute",
+        "ip_claims_per_minute",
+        "user_claims_per_minute",
+    ):
+        if getattr(risk, name) < 0:
+            raise ConfigError(f"risk.{name} must not be negative")
+    if not 0 < settings.claim.batch_window_ms <= 100 or settings.claim.batch_max < 1:
+        raise ConfigError("claim.batch_window_ms must be in (0, 100] and claim.batch_max >= 1")
 
 
 def redact_url(url: str) -> str:

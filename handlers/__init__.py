@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bff.routing import Endpoint
-from handlers import admin_catalog, admin_templates, session, system
+from handlers import admin_catalog, admin_coupons, admin_templates, claim, session, system
 
 
 def all_endpoints() -> list[Endpoint]:
-    modules = (system, session, admin_templates, admin_catalog)
+    modules = (system, session, claim, admin_templates, admin_coupons, admin_catalog)
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

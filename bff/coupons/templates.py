@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff import jsonutil
 from bff.clock import Clock
+from bff.coupons.codegen import insert_generated
 from bff.coupons.schemas import CODE_STOCK_TYPES
 from bff.db import tables
 from bff.db.engine import Database
@@ -95,6 +97,8 @@ class TemplateService:
         self.db = db
         self.clock = clock
         self.default_claim_page = default_claim_page
+        # Called with a template id after it changes (caches drop it).
+        self.on_change: list[Callable[[int], None]] = []
 
     async def create(self, shop_id: str, data: dict[str, Any]) -> dict[str, Any]:
         now = self.clock.now()
@@ -119,6 +123,8 @@ class TemplateService:
         async def work(conn: AsyncConnection) -> dict[str, Any]:
             result = await conn.execute(insert(T).values(**values))
             template_id = int(result.inserted_primary_key[0])
+            if data["codes"]["type"] == "pregenerated":
+                await insert_generated(conn, shop_id, template_id, data["codes"]["count"], now)
             row = await fetch_row(conn, shop_id, template_id)
             return template_from_row(row)
 
@@ -171,7 +177,10 @@ class TemplateService:
             await conn.execute(update(T).where(T.c.id == template_id).values(**values))
             return template_from_row(await fetch_row(conn, shop_id, template_id))
 
-        return await self.db.transaction(work)
+        template = await self.db.transaction(work)
+        for callback in self.on_change:
+            callback(template_id)
+        return template
 
     async def count(self, shop_id: str) -> int:
         async def work(conn: AsyncConnection) -> int:

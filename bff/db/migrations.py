@@ -54,6 +54,11 @@ MIGRATIONS: list[Migration] = [
     Migration(
         1, "templates, products, members", _create("coupon_templates", "products", "members")
     ),
+    Migration(
+        2,
+        "coupon ledger",
+        _create("coupons", "coupon_codes", "template_daily", "wallets", "idempotency_records"),
+    ),
 ]
 
 

@@ -17,6 +17,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
 )
 
 from bff.db.types import BigId, UtcDateTime
@@ -106,5 +108,84 @@ members = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("level >= 0", name="level_not_negative"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# --- the coupon ledger (migration 2) ---------------------------------------------------------
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("template_id", BigInteger, nullable=False),
+    Column("user_id", String(64), nullable=False),
+    # The user's n-th coupon of this template: unique, so no user passes per_user_limit
+    # even if two writers raced past the code's own check.
+    Column("slot", Integer, nullable=False),
+    Column("code", String(64), nullable=True),
+    # unused | locked | used | revoked; "expired" is derived from valid_to, never stored.
+    Column("status", String(8), nullable=False),
+    Column("source", String(12), nullable=False),
+    # Who asked, and which request: unique per shop, so a retry never issues twice.
+    Column("request_key", String(200), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("valid_from", UtcDateTime, nullable=False),
+    Column("valid_to", UtcDateTime, nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=False),
+    Column("order_id", String(64), nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("template_id", "user_id", "slot"),
+    UniqueConstraint("shop_id", "request_key"),
+    Index(None, "shop_id", "user_id", "status", "valid_to"),
+    Index(None, "shop_id", "user_id", "id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+coupon_codes = Table(
+    "coupon_codes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("template_id", BigInteger, nullable=False),
+    # Unique per shop (so a typed code names one template), hence per template too.
+    Column("code", String(64), nullable=False),
+    Column("coupon_id", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("shop_id", "code"),
+    Index(None, "template_id", "coupon_id", "id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+template_daily = Table(
+    "template_daily",
+    metadata,
+    Column("template_id", BigInteger, primary_key=True, autoincrement=False),
+    # The calendar day in the shop's time zone, YYYY-MM-DD.
+    Column("day", String(10), primary_key=True),
+    Column("issued", Integer, nullable=False),
+    CheckConstraint("issued >= 0", name="daily_issued_not_negative"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# One row per (shop, user) that has ever been issued a coupon: the row a writer locks
+# so the wallet cap holds across templates being claimed at the same moment.
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Merchant batch operations (grants) and other replies kept for idempotency.
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("request_key", String(200), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     **MYSQL_TABLE_ARGS,
 )

@@ -1,8 +1,37 @@
-"""The gate interface shared by the Redis gate and its in-process twin."""
+"""The gate interface shared by the Redis gate and its in-process twin.
+
+The gate answers fast what can be answered without the database: rate-limit
+windows, distinct-member counts (accounts per device), idempotency markers
+and replies, and short-lived flags such as "sold out". It is never the truth:
+every decision that issues or spends is made again by the database write, so
+a gate that lost its keys (restart, FLUSHDB) costs speed, never correctness.
+
+Keys carry a hash tag (``{...}``) so that each script touches one slot and
+stays valid on Redis Cluster.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class IdemState:
+    """What the gate knows of a request id: ``new`` (the caller now owns it), ``pending``
+    (another copy is running) or ``done`` (``reply`` holds the first answer)."""
+
+    state: str
+    body_hash: str | None = None
+    reply: bytes | None = None
+
+
+def window_key(prefix: str, now: datetime, window_seconds: int) -> tuple[str, int]:
+    """The key of the fixed window holding ``now``, and the seconds left in it."""
+    stamp = int(now.timestamp())
+    start = stamp - stamp % window_seconds
+    return f"{prefix}:{start}", max(start + window_seconds - stamp, 1)
 
 
 class Gate(Protocol):
@@ -13,3 +42,34 @@ class Gate(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def hit(self, key: str, limit: int, window_seconds: int) -> bool:
+        """Count one event under ``key`` (which names its window); True while within ``limit``.
+
+        Callers put the window's start in the key (see :func:`window_key`), so the
+        window follows the app's clock; the key expires after ``window_seconds``.
+        """
+        ...
+
+    async def admit_member(self, key: str, member: str, limit: int, ttl_seconds: int) -> bool:
+        """True if ``member`` is in the expiring set or was added while it had fewer than
+        ``limit`` members; False (and nothing added) when the set is full."""
+        ...
+
+    async def idem_begin(self, key: str, body_hash: str, pending_seconds: int) -> IdemState:
+        """Claim a request id, or learn who holds it and what it answered."""
+        ...
+
+    async def idem_finish(
+        self, key: str, body_hash: str, reply: bytes, ttl_seconds: int
+    ) -> None: ...
+
+    async def idem_abort(self, key: str) -> None:
+        """Give the request id back (the request ended without a reply worth replaying)."""
+        ...
+
+    async def set_flag(self, key: str, ttl_seconds: float) -> None: ...
+
+    async def has_flag(self, key: str) -> bool: ...
+
+    async def clear_flag(self, key: str) -> None: ...

@@ -1,13 +1,96 @@
-"""The in-process gate: the embedded default's twin of the Redis gate (one process only)."""
+"""The in-process gate: the embedded default's twin of the Redis gate (one process only).
+
+Same semantics as :mod:`bff.gate.redis`, on dicts with monotonic expiry. Each
+method runs without an ``await`` inside, so it is atomic on the event loop.
+"""
 
 from __future__ import annotations
+
+import time
+from typing import Any
+
+from bff.gate.base import IdemState
+
+MAX_KEYS = 200_000
 
 
 class MemoryGate:
     name = "memory"
 
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[float, Any]] = {}
+
+    def _get(self, key: str) -> Any:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= time.monotonic():
+            del self._data[key]
+            return None
+        return value
+
+    def _put(self, key: str, value: Any, ttl: float) -> None:
+        if len(self._data) >= MAX_KEYS:
+            self._sweep()
+        self._data[key] = (time.monotonic() + ttl, value)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (expires, _) in self._data.items() if expires <= now]:
+            del self._data[key]
+
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
-        return None
+        self._data.clear()
+
+    async def flush(self) -> None:
+        """Forget everything, as a restarted Redis would."""
+        self._data.clear()
+
+    async def hit(self, key: str, limit: int, window_seconds: int) -> bool:
+        count = self._get(key)
+        if count is None:
+            self._put(key, 1, window_seconds)
+            return limit >= 1
+        self._data[key] = (self._data[key][0], count + 1)
+        return count + 1 <= limit
+
+    async def admit_member(self, key: str, member: str, limit: int, ttl_seconds: int) -> bool:
+        members = self._get(key)
+        if members is None:
+            members = set()
+            self._put(key, members, ttl_seconds)
+        if member in members:
+            return True
+        if len(members) >= limit:
+            return False
+        members.add(member)
+        return True
+
+    async def idem_begin(self, key: str, body_hash: str, pending_seconds: int) -> IdemState:
+        entry = self._get(key)
+        if entry is None:
+            self._put(key, ("pending", body_hash, None), pending_seconds)
+            return IdemState("new")
+        state, stored_hash, reply = entry
+        return IdemState(state, stored_hash, reply)
+
+    async def idem_finish(self, key: str, body_hash: str, reply: bytes, ttl_seconds: int) -> None:
+        self._put(key, ("done", body_hash, reply), ttl_seconds)
+
+    async def idem_abort(self, key: str) -> None:
+        entry = self._get(key)
+        if entry is not None and entry[0] == "pending":
+            del self._data[key]
+
+    async def set_flag(self, key: str, ttl_seconds: float) -> None:
+        self._put(key, True, ttl_seconds)
+
+    async def has_flag(self, key: str) -> bool:
+        return self._get(key) is not None
+
+    async def clear_flag(self, key: str) -> None:
+        self._data.pop(key, None)

@@ -1,0 +1,236 @@
+"""Claiming (领券): the checks in DOMAIN.md's order, then the batched ledger write.
+
+Order: template exists in this shop, is active and allows the method; claim
+window; audience; risk check (when the template asks for it); the user's rate
+limit; then, inside the ledger's transaction: per-user limit, wallet cap,
+stock, daily limit.
+
+Hot-path shape: the template definition comes from a per-process cache
+(``claim.template_cache_seconds``; the ledger re-reads the row under its lock,
+so a pause is never missed by a write). Sold-out answers still go through the
+ledger's batched read, because answering SOLD_OUT from a local flag would put
+stock before the per-user limit and the wallet cap in the check order; a fast
+sold-out path that keeps the order needs per-user counts in the gate (issue 8).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bff.clock import Clock
+from bff.coupons.ledger import IssueRequest, IssueResult, Ledger
+from bff.coupons.risk import Device, RiskContext, RiskEngine
+from bff.coupons.rules import MemberView, needs_membership, precheck, refuse
+from bff.coupons.templates import fetch_row
+from bff.coupons.wallet import CouponSchema, WalletService
+from bff.db import tables
+from bff.db.engine import Database
+from bff.errors import ApiError
+from bff.gate.base import Gate, window_key
+from bff.idempotency import Reply, body_hash, run_once
+from bff.members import fetch_member
+from config.loader import Settings
+
+CODES = tables.coupon_codes
+COUPON_SCHEMA = CouponSchema()
+
+
+class TemplateCache:
+    """Template rows per process for a short time; admin writes in this process drop them."""
+
+    def __init__(self, db: Database, ttl_seconds: float) -> None:
+        self.db = db
+        self.ttl = ttl_seconds
+        self._rows: dict[int, tuple[float, Any]] = {}
+
+    async def get(self, shop_id: str, template_id: int) -> Any:
+        cached = self._rows.get(template_id)
+        if cached is not None and cached[0] > time.monotonic():
+            row = cached[1]
+        else:
+
+            async def work(conn: AsyncConnection) -> Any:
+                return await fetch_row(conn, shop_id, template_id)
+
+            row = await self.db.read(work)
+            if row is None:
+                return None
+            self._rows[template_id] = (time.monotonic() + self.ttl, row)
+        return row if row.shop_id == shop_id else None
+
+    def forget(self, template_id: int) -> None:
+        self._rows.pop(template_id, None)
+
+
+@dataclass(frozen=True)
+class ClaimContext:
+    shop_id: str
+    user_id: str
+    device: Device | None
+    ip: str | None
+
+
+class ClaimService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        gate: Gate,
+        ledger: Ledger,
+        risk: RiskEngine,
+        wallet: WalletService,
+        settings: Settings,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.gate = gate
+        self.ledger = ledger
+        self.risk = risk
+        self.wallet = wallet
+        self.settings = settings
+        self.templates = TemplateCache(db, settings.claim.template_cache_seconds)
+
+    def forget(self, template_id: int) -> None:
+        """A template changed (admin write): drop what this process remembered of it."""
+        self.templates.forget(template_id)
+
+    # --- public operations --------------------------------------------------------------------
+    async def claim(
+        self, context: ClaimContext, template_id: int, request_id: str, method: str = "widget"
+    ) -> Reply:
+        digest = body_hash(
+            {"op": "claim", "template_id": template_id, "device": _device_dict(context.device)}
+        )
+
+        async def work() -> Reply:
+            template = await self.templates.get(context.shop_id, template_id)
+            if template is None:
+                raise refuse("NOT_FOUND").error()
+            result = await self.attempt(
+                context, template, method, f"c:{context.user_id}:{request_id}", digest
+            )
+            return self._reply(result, template)
+
+        return await self._once(context, f"c:{request_id}", digest, work)
+
+    async def claim_by_code(self, context: ClaimContext, code: str, request_id: str) -> Reply:
+        digest = body_hash({"op": "code", "code": code})
+
+        async def work() -> Reply:
+            found = await self._code(context.shop_id, code)
+            if found is None:
+                raise ApiError(HTTPStatus.NOT_FOUND, "NOT_FOUND", "unknown code")
+            template = await self.templates.get(context.shop_id, found.template_id)
+            if template is None:
+                raise ApiError(HTTPStatus.NOT_FOUND, "NOT_FOUND", "unknown code")
+            result = await self.attempt(
+                context,
+                template,
+                "code",
+                f"c:{context.user_id}:{request_id}",
+                digest,
+                code=code,
+                assigned=found.coupon_id is not None,
+            )
+            return self._reply(result, template)
+
+        return await self._once(context, f"c:{request_id}", digest, work)
+
+    async def attempt(
+        self,
+        context: ClaimContext,
+        template: Any,
+        method: str,
+        request_key: str,
+        digest: str,
+        *,
+        code: str | None = None,
+        assigned: bool = False,
+    ) -> IssueResult:
+        """Every claim check, then the ledger. Refusals come back in the result."""
+        now = self.clock.now()
+        member = await self._member(context, template)
+        refusal = precheck(template, method, now, member)
+        if refusal is None and assigned:
+            refusal = refuse("ALREADY_CLAIMED")
+        if refusal is None and template.spec.get("risk_check"):
+            verdict = await self.risk.check(
+                RiskContext(
+                    context.shop_id, context.user_id, template.id, context.device, context.ip, now
+                )
+            )
+            if not verdict.allowed:
+                refusal = refuse("RISK_REJECTED", rule=verdict.rule)
+        if refusal is None:
+            retry_after = await self._rate_limited(context, now)
+            if retry_after:
+                raise refuse("RATE_LIMITED").error({"Retry-After": str(retry_after)})
+        if refusal is not None:
+            return IssueResult(refusal=refusal)
+        result = await self.ledger.issue(
+            IssueRequest(
+                shop_id=context.shop_id,
+                user_id=context.user_id,
+                template_id=template.id,
+                source=method,
+                request_key=request_key,
+                body_hash=digest,
+                code=code,
+            )
+        )
+        return result
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _reply(self, result: IssueResult, template: Any) -> Reply:
+        if result.refusal is not None:
+            raise result.refusal.error()
+        return Reply(
+            HTTPStatus.CREATED,
+            {"coupon": COUPON_SCHEMA.dump(self.wallet.view(result.coupon, template))},
+            replayed=result.replayed,
+        )
+
+    async def _once(self, context: ClaimContext, purpose: str, digest: str, work: Any) -> Reply:
+        key = f"idem:{{{context.shop_id}:{context.user_id}}}:{purpose}"
+        return await run_once(
+            self.gate, key, digest, work, ttl_seconds=self.settings.claim.idempotency_ttl_seconds
+        )
+
+    async def _rate_limited(self, context: ClaimContext, now: datetime) -> int:
+        """0 within the user's claims per minute, else the seconds until the next window."""
+        limit = self.settings.risk.user_claims_per_minute
+        if not limit:
+            return 0
+        prefix = f"rl:{{{context.shop_id}:{context.user_id}}}:claims"
+        key, seconds_left = window_key(prefix, now, 60)
+        return 0 if await self.gate.hit(key, limit, 60) else seconds_left
+
+    async def _member(self, context: ClaimContext, template: Any) -> MemberView | None:
+        if not needs_membership(template.spec):
+            return None
+
+        async def work(conn: AsyncConnection) -> Any:
+            return await fetch_member(conn, context.shop_id, context.user_id)
+
+        row = await self.db.read(work)
+        return None if row is None else MemberView(level=row.level, active=row.left_at is None)
+
+    async def _code(self, shop_id: str, code: str) -> Any:
+        async def work(conn: AsyncConnection) -> Any:
+            query = select(CODES).where(CODES.c.shop_id == shop_id, CODES.c.code == code)
+            return (await conn.execute(query)).first()
+
+        return await self.db.read(work)
+
+
+def _device_dict(device: Device | None) -> dict[str, Any] | None:
+    if device is None:
+        return None
+    return {"id": device.id, "emulator": device.emulator, "multi_open": device.multi_open}

@@ -1,0 +1,160 @@
+"""The wallet (我的券): what a user holds, the coupon shape, and merchant revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bff.clock import Clock
+from bff.coupons.schemas import BENEFIT_SCHEMAS
+from bff.db import tables
+from bff.db.engine import Database
+from bff.errors import conflict, not_found, validation_failed
+from bff.schemas import Discriminated, PageQuery, decode_cursor, encode_cursor
+
+C = tables.coupons
+T = tables.coupon_templates
+WALLET_FILTERS = ("usable", "used", "expired", "all")
+
+
+class CouponSchema(Schema):
+    coupon_id = fields.Integer(required=True)
+    template_id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    benefit = Discriminated(BENEFIT_SCHEMAS, required=True)
+    code = fields.String(allow_none=True)
+    status = fields.String(
+        required=True, validate=validate.OneOf(("unused", "locked", "used", "expired", "revoked"))
+    )
+    source = fields.String(required=True)
+    valid_from = fields.AwareDateTime(required=True)
+    valid_to = fields.AwareDateTime(required=True)
+    expiring_soon = fields.Boolean(
+        required=True, metadata={"description": "到期提醒: within 3 days"}
+    )
+    redeem_page = fields.String(required=True, metadata={"description": "where 'use now' jumps"})
+
+
+class CouponReplySchema(Schema):
+    coupon = fields.Nested(CouponSchema, required=True)
+    replayed = fields.Boolean(metadata={"description": "true when this is a repeated request"})
+
+
+class WalletQuerySchema(PageQuery):
+    status = fields.String(load_default="usable", validate=validate.OneOf(WALLET_FILTERS))
+
+
+def coupon_status(status: str, valid_to: datetime, now: datetime) -> str:
+    """Expiry is derived from valid_to, never stored."""
+    if status in ("unused", "locked") and valid_to <= now:
+        return "expired"
+    return status
+
+
+def coupon_view(
+    row: Any, name: str, spec: dict[str, Any], now: datetime, expiring_days: int
+) -> dict[str, Any]:
+    status = coupon_status(row.status, row.valid_to, now)
+    return {
+        "coupon_id": row.id,
+        "template_id": row.template_id,
+        "name": name,
+        "benefit": spec["benefit"],
+        "code": row.code,
+        "status": status,
+        "source": row.source,
+        "valid_from": row.valid_from,
+        "valid_to": row.valid_to,
+        "expiring_soon": status == "unused" and row.valid_to - now <= timedelta(days=expiring_days),
+        "redeem_page": spec["redeem_page"],
+    }
+
+
+class WalletService:
+    def __init__(self, db: Database, clock: Clock, expiring_days: int) -> None:
+        self.db = db
+        self.clock = clock
+        self.expiring_days = expiring_days
+
+    def view(self, row: Any, template: Any) -> dict[str, Any]:
+        return coupon_view(row, template.name, template.spec, self.clock.now(), self.expiring_days)
+
+    async def list(
+        self, shop_id: str, user_id: str, status: str, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        try:
+            position = decode_cursor(cursor)
+        except ValidationError as exc:
+            raise validation_failed(exc.messages) from exc
+        query = (
+            select(C, T.c.name.label("template_name"), T.c.spec.label("template_spec"))
+            .join(T, T.c.id == C.c.template_id)
+            .where(C.c.shop_id == shop_id, C.c.user_id == user_id)
+            .order_by(C.c.id.desc())
+            .limit(limit + 1)
+        )
+        if status == "usable":
+            query = query.where(C.c.status == "unused", C.c.valid_to > now)
+        elif status == "used":
+            query = query.where(C.c.status == "used")
+        elif status == "expired":
+            query = query.where(C.c.status.in_(("unused", "locked")), C.c.valid_to <= now)
+        if position is not None:
+            before = position.get("before")
+            if not isinstance(before, int):
+                raise validation_failed({"cursor": ["Invalid cursor."]})
+            query = query.where(C.c.id < before)
+
+        async def work(conn: AsyncConnection) -> list[Any]:
+            return list(await conn.execute(query))
+
+        rows = await self.db.read(work)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [
+            coupon_view(row, row.template_name, row.template_spec, now, self.expiring_days)
+            for row in rows
+        ]
+        next_cursor = encode_cursor({"before": rows[-1].id}) if more and rows else None
+        return {"items": items, "next_cursor": next_cursor}
+
+    async def revoke(self, shop_id: str, coupon_id: int) -> dict[str, Any]:
+        now = self.clock.now()
+
+        async def work(conn: AsyncConnection) -> dict[str, Any]:
+            changed = await conn.execute(
+                update(C)
+                .where(
+                    C.c.id == coupon_id,
+                    C.c.shop_id == shop_id,
+                    C.c.status == "unused",
+                    C.c.valid_to > now,  # an expired coupon is no longer "unused"
+                )
+                .values(status="revoked", updated_at=now)
+            )
+            row = (
+                await conn.execute(
+                    select(C, T.c.name.label("template_name"), T.c.spec.label("template_spec"))
+                    .join(T, T.c.id == C.c.template_id)
+                    .where(C.c.id == coupon_id, C.c.shop_id == shop_id)
+                )
+            ).first()
+            if row is None:
+                raise not_found("coupon")
+            if changed.rowcount != 1:
+                raise conflict(
+                    "COUPON_NOT_USABLE",
+                    "only an unused coupon can be revoked",
+                    {
+                        "coupon_id": coupon_id,
+                        "status": coupon_status(row.status, row.valid_to, now),
+                    },
+                )
+            return coupon_view(row, row.template_name, row.template_spec, now, self.expiring_days)
+
+        return await self.db.transaction(work)

@@ -1,0 +1,100 @@
+"""Run a write once per request id, and answer copies and retries with the first reply.
+
+The gate elects one runner per request id and keeps the reply; copies that
+arrive meanwhile wait for it (so 20 copies at once get one result). A reply
+is kept only for success: a refusal (SOLD_OUT, RATE_LIMITED, ...) is decided
+again on retry, as payment APIs do. The gate is a fast path, not the truth:
+each write also records its request key durably (the coupon row's
+``request_key``, or ``idempotency_records``), so a replay after the gate lost
+its keys still finds the first result and never writes twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from bff import jsonutil
+from bff.errors import ApiError, conflict
+from bff.gate.base import Gate
+
+PENDING_SECONDS = 30
+WAIT_SECONDS = 15.0
+POLL_SECONDS = 0.005
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {**self.body, "replayed": True} if self.replayed else self.body
+
+
+def body_hash(value: Any) -> str:
+    """A stable hash of a request body (key order does not matter)."""
+    canonical = jsonutil.dumps_str(_sorted(value))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def idempotency_conflict() -> ApiError:
+    return conflict("IDEMPOTENCY_CONFLICT", "this request_id was used with a different body")
+
+
+async def run_once(
+    gate: Gate,
+    key: str,
+    digest: str,
+    work: Callable[[], Awaitable[Reply]],
+    *,
+    ttl_seconds: int,
+) -> Reply:
+    """``work`` once for ``key``; its reply again (``replayed``) for every copy and retry."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        state = await gate.idem_begin(key, digest, PENDING_SECONDS)
+        if state.state == "new":
+            break
+        if state.body_hash is not None and state.body_hash != digest:
+            raise idempotency_conflict()
+        if state.state == "done" and state.reply is not None:
+            stored = jsonutil.loads(state.reply)
+            return Reply(stored["s"], stored["b"], replayed=True)
+        # Another copy is running: wait for its reply (or for it to give up).
+        if time.monotonic() > deadline:
+            raise ApiError(
+                HTTPStatus.CONFLICT,
+                "REQUEST_IN_PROGRESS",
+                "the same request is still being processed; retry shortly",
+            )
+        await asyncio.sleep(POLL_SECONDS)
+    try:
+        reply = await work()
+    except BaseException:
+        await _abort_quietly(gate, key)
+        raise
+    stored = jsonutil.dumps({"s": reply.status, "b": reply.body})
+    await gate.idem_finish(key, digest, stored, ttl_seconds)
+    return reply
+
+
+async def _abort_quietly(gate: Gate, key: str) -> None:
+    try:
+        await gate.idem_abort(key)
+    except Exception:  # the pending marker expires on its own
+        return

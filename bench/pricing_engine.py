@@ -1,0 +1,92 @@
+"""Time the pure price engine: 5 coupons x 2 lines and 50 coupons x 20 lines.
+
+python bench/pricing_engine.py
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bff.pricing.engine import Candidate, Line, best_quote
+
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def case(coupons: int, lines: int, seed: int = 7) -> tuple[list[Line], list[Candidate]]:
+    rng = random.Random(seed)
+    order = [
+        Line(
+            f"p{i}",
+            rng.randint(1, 3),
+            rng.randint(1000, 30000),
+            rng.choice([None, None, rng.randint(500, 999)]),
+            rng.choice(["cups", "tea"]),
+        )
+        for i in range(lines)
+    ]
+    candidates = []
+    for i in range(coupons):
+        kind = rng.choice(["threshold", "threshold", "no_threshold", "discount"])
+        if kind == "threshold":
+            threshold = rng.randint(5000, 60000)
+            benefit = {
+                "type": kind,
+                "amount_off": rng.randint(100, threshold // 5),
+                "threshold": threshold,
+            }
+        elif kind == "no_threshold":
+            benefit = {"type": kind, "amount_off": rng.randint(100, 2000)}
+        else:
+            benefit = {
+                "type": kind,
+                "rate_permille": rng.randint(700, 950),
+                "max_off": rng.choice([None, 3000]),
+            }
+        scope = rng.choice(
+            [
+                {"type": "shop"},
+                {"type": "categories", "categories": ["cups"]},
+                {"type": "products", "product_ids": ["p0", "p1", "p2"]},
+            ]
+        )
+        candidates.append(
+            Candidate(
+                key=f"c{i}",
+                template_id=i,
+                benefit=benefit,
+                scope=scope,
+                with_store_promotions=rng.random() > 0.1,
+                with_other_coupons=rng.random() > 0.5,
+                needs_claim=rng.random() > 0.7,
+                coupon_id=i,
+                expires_at=NOW + timedelta(days=rng.randint(1, 30)),
+            )
+        )
+    return order, candidates
+
+
+def measure(coupons: int, lines: int) -> float:
+    order, candidates = case(coupons, lines)
+    runs = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < 1.0:
+        best_quote(order, candidates)
+        runs += 1
+    return (time.perf_counter() - started) / runs
+
+
+def main() -> None:
+    print(f"{'case':<18}{'per quote':>14}")
+    for coupons, lines in ((5, 2), (50, 20)):
+        seconds = measure(coupons, lines)
+        print(f"{f'{coupons} x {lines}':<18}{seconds * 1e6:>11.0f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The pure price engine: exact examples, and properties against a brute force."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import combinations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bff.pricing.engine import (
+    Candidate,
+    Line,
+    allowed,
+    apportion,
+    best_quote,
+    evaluate,
+    try_evaluate,
+)
+
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
+SHOP = {"type": "shop"}
+
+
+def coupon(
+    key, benefit, *, template=None, scope=SHOP, stack=False, promo=True, claim=False, days=7
+):
+    return Candidate(
+        key=key,
+        template_id=template if template is not None else hash(key) % 10_000,
+        benefit=benefit,
+        scope=scope,
+        with_store_promotions=promo,
+        with_other_coupons=stack,
+        needs_claim=claim,
+        coupon_id=None if claim else abs(hash(key)) % 10_000,
+        expires_at=NOW + timedelta(days=days),
+    )
+
+
+def off(amount, threshold=None):
+    if threshold is None:
+        return {"type": "no_threshold", "amount_off": amount}
+    return {"type": "threshold", "amount_off": amount, "threshold": threshold}
+
+
+def test_threshold_met_and_not_met():
+    lines = [Line("p1", 1, 30000)]
+    assert best_quote(lines, [coupon("a", off(5000, 29900))]).payable == 25000
+    assert best_quote([Line("p1", 1, 29800)], [coupon("a", off(5000, 29900))]).payable == 29800
+
+
+def test_discount_with_cap():
+    lines = [Line("p1", 2, 10000)]
+    rate = {"type": "discount", "rate_permille": 800}
+    assert best_quote(lines, [coupon("d", rate)]).payable == 16000
+    capped = {**rate, "max_off": 1000}
+    assert best_quote(lines, [coupon("d", capped)]).payable == 19000
+
+
+def test_store_promotion_exclusion_compared_both_ways():
+    lines = [Line("p1", 1, 10000, promo_price=8000)]
+    refuses = coupon("r", off(1500), promo=False)
+    # 10000 - 1500 = 8500 is worse than the promotion alone (8000): keep the promotion.
+    quote = best_quote(lines, [refuses])
+    assert quote.payable == 8000 and quote.coupons == ()
+    bigger = coupon("r", off(2500), promo=False)
+    quote = best_quote(lines, [bigger])
+    assert quote.payable == 7500 and quote.lines[0].unit_price == 10000
+
+
+def test_two_stackable_coupons_sum_and_best_single_among_non_stackables():
+    lines = [Line("p1", 1, 20000)]
+    a, b = coupon("a", off(1000), stack=True), coupon("b", off(2000), stack=True)
+    assert best_quote(lines, [a, b]).payable == 17000
+    c, d = coupon("c", off(1000)), coupon("d", off(2500))
+    quote = best_quote(lines, [c, d])
+    assert quote.payable == 17500 and [x.candidate.key for x in quote.coupons] == ["d"]
+
+
+def test_discount_applies_after_amount_off():
+    lines = [Line("p1", 1, 10000)]
+    amount = coupon("a", off(2000), stack=True)
+    rate = coupon("d", {"type": "discount", "rate_permille": 900}, stack=True)
+    quote = best_quote(lines, [amount, rate])
+    assert quote.payable == 7200  # (10000 - 2000) * 0.9
+
+
+def test_one_discount_and_one_per_template():
+    lines = [Line("p1", 1, 10000)]
+    d1 = coupon("d1", {"type": "discount", "rate_permille": 900}, stack=True)
+    d2 = coupon("d2", {"type": "discount", "rate_permille": 800}, stack=True)
+    assert best_quote(lines, [d1, d2]).payable == 8000
+    same1 = coupon("s1", off(1000), template=7, stack=True)
+    same2 = coupon("s2", off(1000), template=7, stack=True)
+    assert best_quote(lines, [same1, same2]).payable == 9000
+
+
+def test_tie_breaks_held_then_expiry_then_fewer():
+    lines = [Line("p1", 1, 10000)]
+    held = coupon("held", off(1000), days=9)
+    to_claim = coupon("claim", off(1000), claim=True, days=1)
+    assert best_quote(lines, [to_claim, held]).coupons[0].candidate.key == "held"
+    early = coupon("early", off(1000), days=1)
+    late = coupon("late", off(1000), days=9)
+    assert best_quote(lines, [late, early]).coupons[0].candidate.key == "early"
+
+
+def test_nothing_below_zero_and_gift_at_one_cent():
+    lines = [Line("p1", 1, 500)]
+    quote = best_quote(lines, [coupon("big", off(2000))])
+    assert quote.payable == 0 and quote.discount == 500
+    gift = coupon("g", {"type": "gift", "product_id": "gift-1"})
+    quote = best_quote([Line("p1", 1, 5000), Line("gift-1", 1, 3000)], [gift])
+    assert quote.lines[1].payable == 1 and quote.payable == 5001
+
+
+def test_exchange_prices_one_unit():
+    exchange = coupon("x", {"type": "exchange", "product_id": "p1", "price": 990})
+    quote = best_quote([Line("p1", 2, 3000)], [exchange])
+    assert quote.payable == 3000 + 990
+
+
+def test_three_line_apportionment_sums_exactly():
+    lines = [Line("a", 1, 3333), Line("b", 2, 1111), Line("c", 1, 5555)]
+    quote = evaluate(lines, [coupon("x", off(1001))])
+    # 1001 x (3333, 2222, 5555) / 11110 = 300.3, 200.2, 500.5: the spare cent goes to .5
+    assert [line.discount for line in quote.lines] == [300, 200, 501]
+    assert sum(line.discount for line in quote.lines) == 1001
+
+
+def test_live_lines_take_no_coupon():
+    lines = [Line("p1", 1, 10000, exclusive_price=6000)]
+    quote = best_quote(lines, [coupon("a", off(1000))])
+    assert quote.payable == 6000 and quote.coupons == ()
+
+
+# --- properties --------------------------------------------------------------------------
+prices = st.integers(min_value=1, max_value=20_000)
+
+
+@st.composite
+def lines_strategy(draw):
+    count = draw(st.integers(1, 4))
+    lines = []
+    for i in range(count):
+        list_price = draw(prices)
+        promo = draw(
+            st.one_of(st.none(), st.integers(1, list_price - 1) if list_price > 1 else st.none())
+        )
+        lines.append(
+            Line(
+                f"p{i}",
+                draw(st.integers(1, 3)),
+                list_price,
+                promo,
+                draw(st.sampled_from(["c1", "c2"])),
+            )
+        )
+    return lines
+
+
+@st.composite
+def template_strategy(draw, template_id):
+    """A template: its benefit, scope and stacking are shared by all its coupons."""
+    kind = draw(st.sampled_from(["threshold", "no_threshold", "discount", "exchange", "gift"]))
+    if kind == "threshold":
+        threshold = draw(st.integers(2, 40_000))
+        benefit = off(draw(st.integers(1, threshold - 1)), threshold)
+    elif kind == "no_threshold":
+        benefit = off(draw(st.integers(1, 20_000)))
+    elif kind == "discount":
+        benefit = {
+            "type": "discount",
+            "rate_permille": draw(st.integers(1, 999)),
+            "threshold": draw(st.one_of(st.none(), st.integers(1, 30_000))),
+            "max_off": draw(st.one_of(st.none(), st.integers(1, 10_000))),
+        }
+    elif kind == "exchange":
+        benefit = {
+            "type": "exchange",
+            "product_id": f"p{draw(st.integers(0, 4))}",
+            "price": draw(st.integers(1, 10_000)),
+        }
+    else:
+        benefit = {"type": "gift", "product_id": f"p{draw(st.integers(0, 4))}"}
+    scope = draw(
+        st.sampled_from(
+            [
+                SHOP,
+                {"type": "products", "product_ids": ["p0", "p1"]},
+                {"type": "categories", "categories": ["c2"]},
+            ]
+        )
+    )
+    return dict(
+        template=template_id,
+        benefit=benefit,
+        scope=scope,
+        stack=draw(st.booleans()),
+        promo=draw(st.booleans()),
+    )
+
+
+@st.composite
+def candidates_strategy(draw):
+    templates = [draw(template_strategy(t)) for t in range(draw(st.integers(1, 6)))]
+    count = draw(st.integers(0, 8))
+    return [
+        coupon(
+            f"k{i}",
+            **draw(st.sampled_from(templates)),
+            claim=draw(st.booleans()),
+            days=draw(st.integers(1, 9)),
+        )
+        for i in range(count)
+    ]
+
+
+def brute_force(lines, candidates):
+    best = evaluate(lines, []).payable
+    for size in range(1, len(candidates) + 1):
+        for combo in combinations(candidates, size):
+            if not allowed(combo):
+                continue
+            quote = try_evaluate(lines, combo)
+            if quote is not None:
+                best = min(best, quote.payable)
+    return best
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines_strategy(), candidates_strategy())
+def test_engine_equals_brute_force(lines, candidates):
+    quote = best_quote(lines, candidates)
+    assert allowed([a.candidate for a in quote.coupons])
+    assert quote.payable == brute_force(lines, candidates)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines_strategy(), candidates_strategy())
+def test_line_discounts_sum_to_coupon_discounts(lines, candidates):
+    quote = best_quote(lines, candidates)
+    assert sum(line.discount for line in quote.lines) == sum(a.discount for a in quote.coupons)
+    assert quote.discount == sum(a.discount for a in quote.coupons)
+    for line in quote.lines:
+        assert 0 <= line.discount <= line.amount and line.payable >= 0
+    assert quote.payable == quote.total - quote.discount
+
+
+@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=20), st.data())
+def test_apportion_is_exact_and_never_exceeds_a_weight(weights, data):
+    total = data.draw(st.integers(0, sum(weights)))
+    shares = apportion(total, weights)
+    assert sum(shares) == total
+    assert all(0 <= share <= weight for share, weight in zip(shares, weights, strict=True))

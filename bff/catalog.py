@@ -14,7 +14,7 @@ from bff.coupons.templates import fetch_rows
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import not_found, validation_failed
-from bff.schemas import Cents, ImageUrl, Int, Text
+from bff.schemas import MAX_ID, Cents, ImageUrl, Int, Text
 
 P = tables.products
 
@@ -37,7 +37,9 @@ class ProductInSchema(Schema):
     )
     category = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 64))
     auto_claim_template_ids = fields.List(
-        Int(), load_default=list, validate=[validate.Length(max=20), _unique_ids]
+        Int(validate=validate.Range(min=1, max=MAX_ID)),
+        load_default=list,
+        validate=[validate.Length(max=20), _unique_ids],
     )
     cover_image = ImageUrl(load_default=None, allow_none=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from bff import jsonutil
 from bff.errors import ApiError, conflict
 from bff.gate.base import Gate
 
+log = logging.getLogger("bff.idempotency")
 PENDING_SECONDS = 30
 WAIT_SECONDS = 15.0
 POLL_SECONDS = 0.005
@@ -89,7 +91,11 @@ async def run_once(
         await _abort_quietly(gate, key)
         raise
     stored = jsonutil.dumps({"s": reply.status, "b": reply.body})
-    await gate.idem_finish(key, digest, stored, ttl_seconds)
+    try:
+        await gate.idem_finish(key, digest, stored, ttl_seconds)
+    except Exception:
+        # The work is done and durable; a retry finds it in the database.
+        log.warning("could not keep an idempotent reply in the gate", exc_info=True)
     return reply
 
 

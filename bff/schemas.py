@@ -22,6 +22,8 @@ ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 PAGE_PATH = re.compile(r"^/?[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*(?:\?[A-Za-z0-9_.~%&=+,:-]*)?$")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_LIMIT = 100
+# Ids are BIGINT: a larger number is a 400, never an overflow deeper down.
+MAX_ID = 2**63 - 1
 DEFAULT_LIMIT = 20
 
 

@@ -39,6 +39,10 @@ from bff.members import fetch_member
 from config.loader import Settings
 
 CODES = tables.coupon_codes
+COUPONS = tables.coupons
+# Unknown codes one user may try per window before claim-by-code answers 429.
+CODE_MISSES_ALLOWED = 10
+CODE_MISS_WINDOW_SECONDS = 600
 COUPON_SCHEMA = CouponSchema()
 
 
@@ -122,22 +126,28 @@ class ClaimService:
 
     async def claim_by_code(self, context: ClaimContext, code: str, request_id: str) -> Reply:
         digest = body_hash({"op": "code", "code": code})
+        request_key = f"c:{context.user_id}:{request_id}"
 
         async def work() -> Reply:
+            now = self.clock.now()
+            replay = await self._replay(context, request_key, digest)
+            if replay is not None:
+                return replay
+            # Every call counts, before the lookup: a guesser cannot try codes for free.
+            retry_after = await self._rate_limited(context, now) or await self._guessing(
+                context, now
+            )
+            if retry_after:
+                raise refuse("RATE_LIMITED").error({"Retry-After": str(retry_after)})
             found = await self._code(context.shop_id, code)
-            if found is None:
-                raise ApiError(HTTPStatus.NOT_FOUND, "NOT_FOUND", "unknown code")
-            template = await self.templates.get(context.shop_id, found.template_id)
+            template = None
+            if found is not None:
+                template = await self.templates.get(context.shop_id, found.template_id)
             if template is None:
+                await self._count_miss(context, now)
                 raise ApiError(HTTPStatus.NOT_FOUND, "NOT_FOUND", "unknown code")
             result = await self.attempt(
-                context,
-                template,
-                "code",
-                f"c:{context.user_id}:{request_id}",
-                digest,
-                code=code,
-                assigned=found.coupon_id is not None,
+                context, template, "code", request_key, digest, code=code, rate_checked=True
             )
             return self._reply(result, template)
 
@@ -152,14 +162,18 @@ class ClaimService:
         digest: str,
         *,
         code: str | None = None,
-        assigned: bool = False,
+        rate_checked: bool = False,
     ) -> IssueResult:
-        """Every claim check, then the ledger. Refusals come back in the result."""
+        """Every claim check, then the ledger. Refusals come back in the result.
+
+        A refusal decided before the ledger is first checked against the ledger's
+        durable record of this request, so a retry of a claim that succeeded (after
+        the gate lost its reply) is replayed, not refused by a check that changed
+        since (window closed, template paused, rate window full).
+        """
         now = self.clock.now()
         member = await self._member(context, template)
         refusal = precheck(template, method, now, member)
-        if refusal is None and assigned:
-            refusal = refuse("ALREADY_CLAIMED")
         if refusal is None and template.spec.get("risk_check"):
             verdict = await self.risk.check(
                 RiskContext(
@@ -168,13 +182,19 @@ class ClaimService:
             )
             if not verdict.allowed:
                 refusal = refuse("RISK_REJECTED", rule=verdict.rule)
-        if refusal is None:
+        retry_after = 0
+        if refusal is None and not rate_checked:
             retry_after = await self._rate_limited(context, now)
+        if refusal is not None or retry_after:
+            earlier = await self._issued(context.shop_id, request_key)
+            if earlier is not None:
+                if earlier.body_hash != digest:
+                    return IssueResult(refusal=refuse("IDEMPOTENCY_CONFLICT"))
+                return IssueResult(coupon=earlier, replayed=True)
             if retry_after:
                 raise refuse("RATE_LIMITED").error({"Retry-After": str(retry_after)})
-        if refusal is not None:
             return IssueResult(refusal=refusal)
-        result = await self.ledger.issue(
+        return await self.ledger.issue(
             IssueRequest(
                 shop_id=context.shop_id,
                 user_id=context.user_id,
@@ -185,7 +205,6 @@ class ClaimService:
                 code=code,
             )
         )
-        return result
 
     # --- helpers ------------------------------------------------------------------------------
     def _reply(self, result: IssueResult, template: Any) -> Reply:
@@ -211,6 +230,39 @@ class ClaimService:
         prefix = f"rl:{{{context.shop_id}:{context.user_id}}}:claims"
         key, seconds_left = window_key(prefix, now, 60)
         return 0 if await self.gate.hit(key, limit, 60) else seconds_left
+
+    def _misses_key(self, context: ClaimContext, now: datetime) -> tuple[str, int]:
+        prefix = f"rl:{{{context.shop_id}:{context.user_id}}}:code-misses"
+        return window_key(prefix, now, CODE_MISS_WINDOW_SECONDS)
+
+    async def _guessing(self, context: ClaimContext, now: datetime) -> int:
+        """0 while the user has unknown-code tries left in this window, else seconds to wait."""
+        key, seconds_left = self._misses_key(context, now)
+        return seconds_left if await self.gate.count(key) >= CODE_MISSES_ALLOWED else 0
+
+    async def _count_miss(self, context: ClaimContext, now: datetime) -> None:
+        key, _ = self._misses_key(context, now)
+        await self.gate.hit(key, CODE_MISSES_ALLOWED, CODE_MISS_WINDOW_SECONDS)
+
+    async def _replay(self, context: ClaimContext, request_key: str, digest: str) -> Reply | None:
+        earlier = await self._issued(context.shop_id, request_key)
+        if earlier is None:
+            return None
+        if earlier.body_hash != digest:
+            raise refuse("IDEMPOTENCY_CONFLICT").error()
+        template = await self.templates.get(context.shop_id, earlier.template_id)
+        return self._reply(IssueResult(coupon=earlier, replayed=True), template)
+
+    async def _issued(self, shop_id: str, request_key: str) -> Any:
+        """The coupon the ledger issued for this request key, if any (the durable record)."""
+
+        async def work(conn: AsyncConnection) -> Any:
+            query = select(COUPONS).where(
+                COUPONS.c.shop_id == shop_id, COUPONS.c.request_key == request_key
+            )
+            return (await conn.execute(query)).first()
+
+        return await self.db.read(work)
 
     async def _member(self, context: ClaimContext, template: Any) -> MemberView | None:
         if not needs_membership(template.spec):

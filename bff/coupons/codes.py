@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -107,7 +108,12 @@ class CodeService:
                 "available": available,
             }
 
-        return await self.db.transaction(work)
+        try:
+            return await self.db.transaction(work)
+        except sqlalchemy.exc.IntegrityError:
+            # Another upload added some of these codes meanwhile: run again, and they
+            # count as duplicates.
+            return await self.db.transaction(work)
 
     async def _locked_template(
         self, conn: AsyncConnection, shop_id: str, template_id: int, codes_type: str

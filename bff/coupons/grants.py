@@ -82,11 +82,19 @@ class GrantService:
             )
             for user_id in user_ids
         ]
-        results = await asyncio.gather(*(self.ledger.issue(r) for r in requests))
+        # A batch that fails (database down mid-grant) fails only its users: they are
+        # reported, and the reply is kept, so nothing is left half-done and unreported.
+        results = await asyncio.gather(
+            *(self.ledger.issue(r) for r in requests), return_exceptions=True
+        )
         granted: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for user_id, result in zip(user_ids, results, strict=True):
-            if result.refusal is not None:
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                failed.append({"user_id": user_id, "code": "UNAVAILABLE"})
+            elif result.refusal is not None:
                 failed.append({"user_id": user_id, "code": result.refusal.code})
             else:
                 granted.append({"user_id": user_id, "coupon_id": result.coupon.id})

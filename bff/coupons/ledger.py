@@ -19,7 +19,9 @@ Why it cannot oversell, whatever the gate says:
   guards the per-user limit; ``UNIQUE(shop_id, request_key)`` makes a retry a
   replay; ``UNIQUE(shop_id, code)`` hands a code out once;
 * the wallet cap holds across templates because writers also lock the
-  user's ``wallets`` row (in user order, so two batches cannot deadlock).
+  user's ``wallets`` row, exclusively and in user order;
+* a request that breaks a unique key anyway (a race the checks did not
+  foresee) fails alone: the batch is re-run one request at a time.
 
 Many processes may share one database: the row lock, not process memory,
 orders them. Deadlocks and lock timeouts are retried whole by
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -147,15 +150,25 @@ class Ledger:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, template_id: int, batch: list[IssueRequest]) -> None:
+    async def _flush(
+        self, template_id: int, batch: list[IssueRequest], *, alone: bool = False
+    ) -> None:
         try:
             results = await self.db.transaction(
                 lambda conn: self.issue_batch(conn, template_id, batch)
             )
+        except sqlalchemy.exc.IntegrityError as exc:
+            if alone:
+                _fail(batch, exc)
+                return
+            # A unique key the checks did not foresee (say, a copy of a request committed
+            # by another process): run each request alone, so one failure stays its own
+            # and a committed copy is found and replayed.
+            log.warning("batch hit a unique key; issuing its %d requests one by one", len(batch))
+            await asyncio.gather(*(self._flush(template_id, [r], alone=True) for r in batch))
+            return
         except Exception as exc:
-            for request in batch:
-                if request.future is not None and not request.future.done():
-                    request.future.set_exception(exc)
+            _fail(batch, exc)
             return
         for request, result in zip(batch, results, strict=True):
             if request.future is not None and not request.future.done():
@@ -173,9 +186,11 @@ class Ledger:
         shop_id = template.shop_id
         spec = template.spec
 
-        existing = await self._existing(conn, shop_id, [r.request_key for r in batch])
         users = sorted({r.user_id for r in batch})
         await self._lock_wallets(conn, shop_id, users)
+        # After the wallet lock: every copy of a request key is one user's, so a copy
+        # committed by another process (a different template) is visible now.
+        existing = await self._existing(conn, shop_id, [r.request_key for r in batch])
         held = await self._held_slots(conn, template_id, users)
         in_wallet = await self._wallet_counts(conn, shop_id, users, now)
         day = shop_day(now, self.timezone)
@@ -302,14 +317,11 @@ class Ledger:
     async def _lock_wallets(self, conn: AsyncConnection, shop_id: str, users: list[str]) -> None:
         if self.db.is_sqlite:
             return  # BEGIN IMMEDIATE already serializes every writer
-        values = [{"shop_id": shop_id, "user_id": user} for user in users]
-        await conn.execute(mysql.insert(W).prefix_with("IGNORE"), values)
-        await conn.execute(
-            select(W.c.user_id)
-            .where(W.c.shop_id == shop_id, W.c.user_id.in_(users))
-            .order_by(W.c.user_id)
-            .with_for_update()
-        )
+        # An upsert takes each row's exclusive lock at once, in user order. (INSERT IGNORE
+        # then SELECT FOR UPDATE would take a shared lock first, and two batches sharing
+        # a user would deadlock upgrading it.)
+        statement = mysql.insert(W).values([{"shop_id": shop_id, "user_id": u} for u in users])
+        await conn.execute(statement.on_duplicate_key_update(user_id=statement.inserted.user_id))
 
     async def _held_slots(
         self, conn: AsyncConnection, template_id: int, users: list[str]
@@ -421,6 +433,12 @@ class Ledger:
         )
         if int(total or 0) > limit:
             raise RuntimeError("daily guard exceeded under the template lock")
+
+
+def _fail(batch: list[IssueRequest], exc: BaseException) -> None:
+    for request in batch:
+        if request.future is not None and not request.future.done():
+            request.future.set_exception(exc)
 
 
 def _window_refusal(template: Any, now: datetime) -> Refusal | None:

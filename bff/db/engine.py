@@ -105,6 +105,8 @@ def create_engine(settings: DatabaseSettings, *, base_dir: Path | None = None) -
         pool_timeout=settings.connect_timeout_seconds,
         connect_args=connect_args,
         isolation_level="READ COMMITTED",
+        # Statement parameters carry codes and user ids: keep them out of logs and errors.
+        hide_parameters=True,
     )
 
 
@@ -122,6 +124,7 @@ def _sqlite_engine(settings: DatabaseSettings, url: Any, base_dir: Path) -> Asyn
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         connect_args={"timeout": 30},
+        hide_parameters=True,
     )
 
     @event.listens_for(engine.sync_engine, "connect")

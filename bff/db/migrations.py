@@ -50,6 +50,25 @@ def _create(*names: str) -> Callable[[Connection], None]:
     return apply
 
 
+def _binary_collation(conn: Connection) -> None:
+    """Tables made by 1 and 2 took the server's case-insensitive collation; fix them."""
+    if conn.dialect.name != "mysql":
+        return  # SQLite compares text exactly already
+    for name in (
+        "coupon_templates",
+        "products",
+        "members",
+        "coupons",
+        "coupon_codes",
+        "template_daily",
+        "wallets",
+        "idempotency_records",
+    ):
+        conn.exec_driver_sql(
+            f"ALTER TABLE `{name}` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "templates, products, members", _create("coupon_templates", "products", "members")
@@ -59,6 +78,8 @@ MIGRATIONS: list[Migration] = [
         "coupon ledger",
         _create("coupons", "coupon_codes", "template_daily", "wallets", "idempotency_records"),
     ),
+    Migration(3, "binary collation for ids, keys and codes", _binary_collation),
+    Migration(4, "live-room prices", _create("live_room_prices")),
 ]
 
 

@@ -33,7 +33,13 @@ metadata = MetaData(
     }
 )
 
-MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+# Binary collation: ids, request keys and codes compare exactly, as Python does.
+# (MariaDB's default compares case- and trailing-space-insensitively: "Bob" would be "bob".)
+MYSQL_TABLE_ARGS = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
 
 schema_migrations = Table(
     "schema_migrations",
@@ -187,5 +193,21 @@ idempotency_records = Table(
     Column("status", Integer, nullable=False),
     Column("reply", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+# --- live-room exclusive prices (migration 3) --------------------------------------------------
+live_room_prices = Table(
+    "live_room_prices",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("room_id", String(64), primary_key=True),
+    Column("product_id", String(64), primary_key=True),
+    Column("exclusive_price", BigInteger, nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("exclusive_price > 0", name="exclusive_positive"),
+    Index(None, "shop_id", "product_id"),
     **MYSQL_TABLE_ARGS,
 )

@@ -51,6 +51,10 @@ class Gate(Protocol):
         """
         ...
 
+    async def count(self, key: str) -> int:
+        """The current value of a ``hit`` counter (0 when absent)."""
+        ...
+
     async def admit_member(self, key: str, member: str, limit: int, ttl_seconds: int) -> bool:
         """True if ``member`` is in the expiring set or was added while it had fewer than
         ``limit`` members; False (and nothing added) when the set is full."""

@@ -58,6 +58,9 @@ class MemoryGate:
         self._data[key] = (self._data[key][0], count + 1)
         return count + 1 <= limit
 
+    async def count(self, key: str) -> int:
+        return int(self._get(key) or 0)
+
     async def admit_member(self, key: str, member: str, limit: int, ttl_seconds: int) -> bool:
         members = self._get(key)
         if members is None:

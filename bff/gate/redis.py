@@ -85,6 +85,9 @@ class RedisGate:
     async def hit(self, key: str, limit: int, window_seconds: int) -> bool:
         return bool(await self._hit(keys=[key], args=[limit, window_seconds]))
 
+    async def count(self, key: str) -> int:
+        return int(await self.client.get(key) or 0)
+
     async def admit_member(self, key: str, member: str, limit: int, ttl_seconds: int) -> bool:
         return bool(await self._admit_member(keys=[key], args=[member, limit, ttl_seconds]))
 

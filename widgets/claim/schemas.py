@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from bff.coupons.schemas import BENEFIT_SCHEMAS, VALIDITY_SCHEMAS
 from bff.coupons.wallet import CouponSchema
-from bff.schemas import REQUEST_ID_PATTERN, Bool, Discriminated, Int, page_reply
+from bff.schemas import MAX_ID, REQUEST_ID_PATTERN, Bool, Discriminated, Int, page_reply
 from widgets.claim.core import STATES
 
 REQUEST_ID = validate.Regexp(REQUEST_ID_PATTERN, error="Must be 1-64 of A-Z a-z 0-9 _ -.")
@@ -20,7 +20,7 @@ class DeviceSchema(Schema):
 
 
 class ClaimInSchema(Schema):
-    template_id = Int(required=True, validate=validate.Range(min=1))
+    template_id = Int(required=True, validate=validate.Range(min=1, max=MAX_ID))
     request_id = fields.String(required=True, validate=REQUEST_ID)
     device = fields.Nested(DeviceSchema, load_default=None, allow_none=True)
 

@@ -30,6 +30,7 @@ from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
 from bff.identity import build_identity_provider
 from bff.keys import (
+    AUTO_CLAIM,
     CLAIM_WIDGET,
     CLAIMS_SERVICE,
     CLOCK,
@@ -40,9 +41,11 @@ from bff.keys import (
     GRANTS,
     IDENTITY,
     LEDGER,
+    LIVE_PRICES,
     MEMBERS,
     METRICS,
     OPENAPI,
+    PRICES,
     PRODUCTS,
     SETTINGS,
     TEMPLATES,
@@ -56,7 +59,10 @@ from bff.openapi import render_openapi
 from bff.routing import add_routes
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
+from widgets.auto_claim.service import AutoClaimService
 from widgets.claim.service import ClaimWidgetService
+from widgets.coupon_price.service import PriceService
+from widgets.live_price.service import LivePriceService
 
 log = logging.getLogger("bff.app")
 
@@ -143,6 +149,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CODES_SERVICE] = CodeService(db, clock)
     app[GRANTS] = GrantService(db, clock, gate, ledger, settings.claim.idempotency_ttl_seconds)
     app[CLAIM_WIDGET] = ClaimWidgetService(db, clock, settings)
+    prices = PriceService(db, clock, settings)
+    app[PRICES] = prices
+    app[LIVE_PRICES] = LivePriceService(db, clock)
+    app[AUTO_CLAIM] = AutoClaimService(claims, wallet, prices)
     try:
         yield
     finally:

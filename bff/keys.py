@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from bff.metrics import Metrics
     from bff.routing import Endpoint
     from config.loader import Settings
+    from widgets.auto_claim.service import AutoClaimService
     from widgets.claim.service import ClaimWidgetService
+    from widgets.coupon_price.service import PriceService
+    from widgets.live_price.service import LivePriceService
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -43,6 +46,9 @@ WALLET: web.AppKey[WalletService] = web.AppKey("wallet")
 CODES_SERVICE: web.AppKey[CodeService] = web.AppKey("codes")
 GRANTS: web.AppKey[GrantService] = web.AppKey("grants")
 CLAIM_WIDGET: web.AppKey[ClaimWidgetService] = web.AppKey("claim_widget")
+PRICES: web.AppKey[PriceService] = web.AppKey("prices")
+LIVE_PRICES: web.AppKey[LivePriceService] = web.AppKey("live_prices")
+AUTO_CLAIM: web.AppKey[AutoClaimService] = web.AppKey("auto_claim")
 
 CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from bff.routing import Endpoint
-from handlers import admin_catalog, admin_coupons, admin_templates, claim, session, system
+from handlers import (
+    admin_catalog,
+    admin_coupons,
+    admin_templates,
+    claim,
+    prices,
+    session,
+    system,
+)
 
 
 def all_endpoints() -> list[Endpoint]:
-    modules = (system, session, claim, admin_templates, admin_coupons, admin_catalog)
+    modules = (system, session, claim, prices, admin_templates, admin_coupons, admin_catalog)
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

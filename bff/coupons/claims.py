@@ -122,7 +122,7 @@ class ClaimService:
             )
             return self._reply(result, template)
 
-        return await self._once(context, f"c:{request_id}", digest, work)
+        return await self.once(context, f"c:{request_id}", digest, work)
 
     async def claim_by_code(self, context: ClaimContext, code: str, request_id: str) -> Reply:
         digest = body_hash({"op": "code", "code": code})
@@ -151,7 +151,7 @@ class ClaimService:
             )
             return self._reply(result, template)
 
-        return await self._once(context, f"c:{request_id}", digest, work)
+        return await self.once(context, f"c:{request_id}", digest, work)
 
     async def attempt(
         self,
@@ -216,7 +216,7 @@ class ClaimService:
             replayed=result.replayed,
         )
 
-    async def _once(self, context: ClaimContext, purpose: str, digest: str, work: Any) -> Reply:
+    async def once(self, context: ClaimContext, purpose: str, digest: str, work: Any) -> Reply:
         key = f"idem:{{{context.shop_id}:{context.user_id}}}:{purpose}"
         return await run_once(
             self.gate, key, digest, work, ttl_seconds=self.settings.claim.idempotency_ttl_seconds

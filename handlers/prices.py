@@ -1,0 +1,112 @@
+"""Shopper: product detail with 券后价, list prices, checkout preview, auto-claim, live rooms."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from bff.keys import AUTO_CLAIM, LIVE_PRICES, PRICES
+from bff.routing import MERCHANT, USER, USER_OR_ANONYMOUS, Call, Routes, json_response
+from bff.schemas import ID_PATTERN
+from handlers.claim import claim_context
+from widgets.coupon_price.schemas import (
+    AutoClaimInSchema,
+    AutoClaimReplySchema,
+    CheckoutInSchema,
+    CheckoutReplySchema,
+    LivePricesQuerySchema,
+    LiveRoomInSchema,
+    LiveRoomSchema,
+    PricesInSchema,
+    PricesReplySchema,
+    ProductDetailSchema,
+    ProductQuerySchema,
+)
+
+routes = Routes(tag="shopper: prices")
+PRODUCT = "/products/{product_id:" + ID_PATTERN + "}"
+ROOM = "/live-rooms/{room_id:" + ID_PATTERN + "}/prices"
+
+
+@routes.get(
+    PRODUCT,
+    auth=USER_OR_ANONYMOUS,
+    query=ProductQuerySchema,
+    reply=ProductDetailSchema,
+    errors=(HTTPStatus.NOT_FOUND,),
+)
+async def product_detail(call: Call) -> dict[str, Any]:
+    """Product detail with its post-coupon price (券后价)."""
+    query = call.query
+    return await call.app[PRICES].product(
+        call.shop_id,
+        call.user_id,
+        call.path("product_id"),
+        query["quantity"],
+        query["live_room_id"],
+    )
+
+
+@routes.post(
+    "/prices",
+    auth=USER_OR_ANONYMOUS,
+    body=PricesInSchema,
+    reply=PricesReplySchema,
+    example={"items": [{"product_id": "cup-1", "quantity": 1}]},
+)
+async def list_prices(call: Call) -> dict[str, Any]:
+    """Post-coupon prices of up to 50 products (list pages); unknown products are left out."""
+    return await call.app[PRICES].prices(call.shop_id, call.user_id, call.body["items"])
+
+
+@routes.post(
+    "/checkout/preview",
+    auth=USER,
+    body=CheckoutInSchema,
+    reply=CheckoutReplySchema,
+    errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    description="Without coupon_ids the best combination of the user's coupons is chosen; "
+    "a refused coupon is 409 COUPON_NOT_USABLE with details {coupon_id, reason}.",
+)
+async def checkout_preview(call: Call) -> dict[str, Any]:
+    """The checkout price (到手价) with line-level apportionment."""
+    body = call.body
+    return await call.app[PRICES].checkout(
+        call.shop_id, call.user_id or "", body["items"], body["coupon_ids"], body["live_room_id"]
+    )
+
+
+@routes.post(
+    PRODUCT + "/auto-claim",
+    auth=USER,
+    body=AutoClaimInSchema,
+    reply=AutoClaimReplySchema,
+    errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+)
+async def auto_claim(call: Call) -> web.Response:
+    """Claim the product's auto-claim coupons the user may still take (自动领券)."""
+    reply = await call.app[AUTO_CLAIM].auto_claim(
+        claim_context(call), call.path("product_id"), call.body["request_id"]
+    )
+    return json_response(reply.payload(), reply.status)
+
+
+@routes.get(ROOM, auth=USER_OR_ANONYMOUS, query=LivePricesQuerySchema, reply=LiveRoomSchema)
+async def live_room_prices(call: Call) -> dict[str, Any]:
+    """A live room's exclusive prices (直播专享价) with status upcoming / live / ended."""
+    ids = [part for part in call.query["product_ids"].split(",") if part]
+    return await call.app[LIVE_PRICES].get(call.shop_id, call.path("room_id"), ids)
+
+
+@routes.put(
+    "/admin" + ROOM,
+    auth=MERCHANT,
+    body=LiveRoomInSchema,
+    reply=LiveRoomSchema,
+    tags=("merchant: live rooms",),
+)
+async def put_live_room_prices(call: Call) -> dict[str, Any]:
+    """Set a live room's exclusive prices (replaces its list)."""
+    return await call.app[LIVE_PRICES].put(call.shop_id, call.path("room_id"), call.body["items"])

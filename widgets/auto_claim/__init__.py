@@ -1,0 +1,1 @@
+"""Auto-claim on product detail (自动领券)."""

@@ -1,0 +1,355 @@
+"""Prices for product pages, list pages and checkout: the engine's I/O shell.
+
+One read per kind of data for a whole request, whatever the number of
+products: products, the room's live prices, the shop's templates, and for a
+signed-in user their usable coupons, held counts, wallet size and membership.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bff.clock import Clock
+from bff.coupons.rules import MemberView, shop_day
+from bff.coupons.wallet import coupon_status
+from bff.db import tables
+from bff.db.engine import Database
+from bff.errors import conflict, not_found
+from bff.members import fetch_member
+from bff.pricing.engine import (
+    Candidate,
+    Line,
+    NotApplicable,
+    allowed,
+    best_quote,
+    evaluate,
+    scope_lines,
+)
+from config.loader import Settings
+from widgets.coupon_price.core import (
+    TemplateFacts,
+    candidate_from,
+    claimable_candidate,
+    line_for,
+    live_status,
+    price_view,
+)
+
+P = tables.products
+T = tables.coupon_templates
+C = tables.coupons
+DAILY = tables.template_daily
+LIVE = tables.live_room_prices
+
+_REASONS = {
+    "threshold not met": "threshold_not_met",
+    "no product in scope": "out_of_scope",
+    "takes nothing off": "no_discount",
+}
+
+
+@dataclass
+class PricingData:
+    products: dict[str, Any]
+    live: dict[str, Any] = field(default_factory=dict)
+    held: list[Any] = field(default_factory=list)  # usable coupons rows (+ template spec)
+    claimable: list[Candidate] = field(default_factory=list)
+
+
+class PriceService:
+    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+
+    # --- public operations --------------------------------------------------------------------
+    async def product(
+        self,
+        shop_id: str,
+        user_id: str | None,
+        product_id: str,
+        quantity: int,
+        live_room_id: str | None,
+    ) -> dict[str, Any]:
+        data = await self._load(shop_id, user_id, [product_id], live_room_id, with_claimable=True)
+        product = data.products.get(product_id)
+        if product is None:
+            raise not_found("product")
+        return {"product": _product_view(product), "price": self._price(data, product, quantity)}
+
+    async def prices(
+        self, shop_id: str, user_id: str | None, items: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        ids = list(dict.fromkeys(item["product_id"] for item in items))
+        data = await self._load(shop_id, user_id, ids, None, with_claimable=True)
+        out = []
+        for item in items:
+            product = data.products.get(item["product_id"])
+            if product is not None:
+                out.append(
+                    {
+                        "product_id": product.product_id,
+                        "price": self._price(data, product, item["quantity"]),
+                    }
+                )
+        return {"items": out}
+
+    async def checkout(
+        self,
+        shop_id: str,
+        user_id: str,
+        items: list[dict[str, Any]],
+        coupon_ids: list[int] | None,
+        live_room_id: str | None,
+    ) -> dict[str, Any]:
+        ids = list(dict.fromkeys(item["product_id"] for item in items))
+        data = await self._load(shop_id, user_id, ids, live_room_id, with_claimable=False)
+        missing = [pid for pid in ids if pid not in data.products]
+        if missing:
+            raise not_found(f"product {missing[0]}")
+        lines = [
+            line_for(
+                data.products[item["product_id"]],
+                item["quantity"],
+                self._exclusive(data, item["product_id"]),
+            )
+            for item in items
+        ]
+        held = [self._held_candidate(row) for row in data.held]
+        if coupon_ids is None:
+            quote = best_quote(lines, held)
+        else:
+            quote = await self._chosen(shop_id, user_id, lines, held, coupon_ids)
+        return {
+            "lines": [
+                {
+                    "product_id": line.product_id,
+                    "quantity": line.quantity,
+                    "unit_price": line.unit_price,
+                    "amount": line.amount,
+                    "discount": line.discount,
+                    "payable": line.payable,
+                }
+                for line in quote.lines
+            ],
+            "coupons": [
+                {"coupon_id": applied.candidate.coupon_id, "discount": applied.discount}
+                for applied in quote.coupons
+            ],
+            "total": quote.total,
+            "discount": quote.discount,
+            "payable": quote.payable,
+        }
+
+    async def auto_claim_templates(self, shop_id: str, product_id: str) -> list[int]:
+        async def work(conn: AsyncConnection) -> Any:
+            query = select(P.c.auto_claim_template_ids).where(
+                P.c.shop_id == shop_id, P.c.product_id == product_id
+            )
+            return (await conn.execute(query)).first()
+
+        row = await self.db.read(work)
+        if row is None:
+            raise not_found("product")
+        return [int(template_id) for template_id in row.auto_claim_template_ids]
+
+    # --- pricing ------------------------------------------------------------------------------
+    def _price(self, data: PricingData, product: Any, quantity: int) -> dict[str, Any]:
+        line = line_for(product, quantity, self._exclusive(data, product.product_id))
+        candidates = [self._held_candidate(row) for row in data.held] + data.claimable
+        return price_view(line, best_quote([line], candidates))
+
+    def _exclusive(self, data: PricingData, product_id: str) -> int | None:
+        live = data.live.get(product_id)
+        if live is None:
+            return None
+        status = live_status(live.starts_at, live.ends_at, self.clock.now())
+        return live.exclusive_price if status == "live" else None
+
+    @staticmethod
+    def _held_candidate(row: Any) -> Candidate:
+        return candidate_from(
+            row.template_id,
+            row.template_spec,
+            needs_claim=False,
+            coupon_id=row.id,
+            expires_at=row.valid_to,
+        )
+
+    async def _chosen(
+        self,
+        shop_id: str,
+        user_id: str,
+        lines: list[Line],
+        held: list[Candidate],
+        coupon_ids: list[int],
+    ) -> Any:
+        """Price with exactly the coupons asked for; the first refused one is named."""
+        by_id = {c.coupon_id: c for c in held}
+        chosen: list[Candidate] = []
+        for coupon_id in coupon_ids:
+            candidate = by_id.get(coupon_id)
+            if candidate is None:
+                raise _not_usable(
+                    coupon_id, await self._why_not_usable(shop_id, user_id, coupon_id)
+                )
+            if not scope_lines(candidate, lines):
+                raise _not_usable(coupon_id, "out_of_scope")
+            chosen.append(candidate)
+            if not allowed(chosen):
+                raise _not_usable(coupon_id, "not_combinable")
+        try:
+            return evaluate(lines, chosen)
+        except NotApplicable as exc:
+            reason = _REASONS.get(exc.reason, "not_applicable")
+            raise _not_usable(exc.candidate.coupon_id, reason) from exc
+
+    async def _why_not_usable(self, shop_id: str, user_id: str, coupon_id: int) -> str:
+        now = self.clock.now()
+
+        async def work(conn: AsyncConnection) -> Any:
+            query = select(C).where(C.c.id == coupon_id, C.c.shop_id == shop_id)
+            return (await conn.execute(query.where(C.c.user_id == user_id))).first()
+
+        row = await self.db.read(work)
+        if row is None:
+            return "not_found"  # also another user's or shop's: never reveal it exists
+        status = coupon_status(row.status, row.valid_to, now)
+        if status == "unused" and row.valid_from > now:
+            return "not_yet_valid"
+        return status
+
+    # --- loading ------------------------------------------------------------------------------
+    async def _load(
+        self,
+        shop_id: str,
+        user_id: str | None,
+        product_ids: list[str],
+        live_room_id: str | None,
+        *,
+        with_claimable: bool,
+    ) -> PricingData:
+        now = self.clock.now()
+        settings = self.settings
+
+        async def work(conn: AsyncConnection) -> PricingData:
+            rows = await conn.execute(
+                select(P).where(P.c.shop_id == shop_id, P.c.product_id.in_(product_ids))
+            )
+            data = PricingData(products={row.product_id: row for row in rows})
+            if live_room_id is not None and data.products:
+                live_rows = await conn.execute(
+                    select(LIVE).where(
+                        LIVE.c.shop_id == shop_id,
+                        LIVE.c.room_id == live_room_id,
+                        LIVE.c.product_id.in_(list(data.products)),
+                    )
+                )
+                data.live = {row.product_id: row for row in live_rows}
+            member: MemberView | None = None
+            held_counts: dict[int, int] = {}
+            wallet_full = False
+            if user_id is not None:
+                data.held = list(
+                    await conn.execute(
+                        select(C, T.c.spec.label("template_spec"))
+                        .join(T, T.c.id == C.c.template_id)
+                        .where(
+                            C.c.shop_id == shop_id,
+                            C.c.user_id == user_id,
+                            C.c.status == "unused",
+                            C.c.valid_from <= now,
+                            C.c.valid_to > now,
+                        )
+                    )
+                )
+            if not with_claimable:
+                return data
+            templates = list(
+                await conn.execute(
+                    select(T).where(
+                        T.c.shop_id == shop_id,
+                        T.c.status == "active",
+                        T.c.claim_start <= now,
+                        T.c.claim_end > now,
+                    )
+                )
+            )
+            if not templates:
+                return data
+            ids = [row.id for row in templates]
+            day = shop_day(now, settings.shop.timezone)
+            daily = dict(
+                (
+                    await conn.execute(
+                        select(DAILY.c.template_id, DAILY.c.issued).where(
+                            DAILY.c.template_id.in_(ids), DAILY.c.day == day
+                        )
+                    )
+                ).all()
+            )
+            if user_id is not None:
+                held_counts = dict(
+                    (
+                        await conn.execute(
+                            select(C.c.template_id, func.count())
+                            .where(
+                                C.c.shop_id == shop_id,
+                                C.c.user_id == user_id,
+                                C.c.template_id.in_(ids),
+                            )
+                            .group_by(C.c.template_id)
+                        )
+                    ).all()
+                )
+                unused = await conn.scalar(
+                    select(func.count()).where(
+                        C.c.shop_id == shop_id,
+                        C.c.user_id == user_id,
+                        C.c.status == "unused",
+                        C.c.valid_to > now,
+                    )
+                )
+                wallet_full = int(unused or 0) >= settings.wallet.max_unused_per_shop
+                member_row = await fetch_member(conn, shop_id, user_id)
+                if member_row is not None:
+                    member = MemberView(member_row.level, member_row.left_at is None)
+            for row in templates:
+                facts = TemplateFacts(
+                    row, int(daily.get(row.id, 0)), int(held_counts.get(row.id, 0))
+                )
+                candidate = claimable_candidate(
+                    facts,
+                    now,
+                    signed_in=user_id is not None,
+                    member=member,
+                    wallet_full=wallet_full,
+                )
+                if candidate is not None:
+                    data.claimable.append(candidate)
+            return data
+
+        return await self.db.read(work)
+
+
+def _product_view(row: Any) -> dict[str, Any]:
+    return {
+        "product_id": row.product_id,
+        "title": row.title,
+        "list_price": row.list_price,
+        "promo_price": row.promo_price,
+        "category": row.category,
+        "cover_image": row.cover_image,
+    }
+
+
+def _not_usable(coupon_id: int | None, reason: str) -> Exception:
+    return conflict(
+        "COUPON_NOT_USABLE",
+        f"coupon {coupon_id} cannot be used on this order: {reason}",
+        {"coupon_id": coupon_id, "reason": reason},
+    )

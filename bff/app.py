@@ -6,6 +6,8 @@ are made in one ``cleanup_ctx`` per resource, after any fork.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bff.auth import TokenCodec, auth_middleware
+from bff.cache import Invalidator, ReplyCache, listen
 from bff.catalog import ProductService
 from bff.clock import Clock, SystemClock
 from bff.coupons.claims import ClaimService
@@ -40,6 +43,7 @@ from bff.keys import (
     GATE,
     GRANTS,
     IDENTITY,
+    INVALIDATOR,
     LEDGER,
     LIVE_PRICES,
     MEMBERS,
@@ -47,6 +51,7 @@ from bff.keys import (
     OPENAPI,
     PRICES,
     PRODUCTS,
+    REPLY_CACHE,
     SETTINGS,
     TEMPLATES,
     TOKENS,
@@ -153,7 +158,15 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PRICES] = prices
     app[LIVE_PRICES] = LivePriceService(db, clock)
     app[AUTO_CLAIM] = AutoClaimService(claims, wallet, prices)
+    cache = ReplyCache(settings.cache.ttl_seconds, clock)
+    invalidator = Invalidator(cache, gate.publish)
+    app[REPLY_CACHE] = cache
+    app[INVALIDATOR] = invalidator
+    listener = asyncio.get_running_loop().create_task(listen(gate.subscribe, invalidator))
     try:
         yield
     finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
         await ledger.close()

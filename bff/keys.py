@@ -8,6 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from bff.auth import Claims, TokenCodec
+    from bff.cache import Invalidator, ReplyCache
     from bff.catalog import ProductService
     from bff.clock import Clock
     from bff.coupons.claims import ClaimService
@@ -49,6 +50,8 @@ CLAIM_WIDGET: web.AppKey[ClaimWidgetService] = web.AppKey("claim_widget")
 PRICES: web.AppKey[PriceService] = web.AppKey("prices")
 LIVE_PRICES: web.AppKey[LivePriceService] = web.AppKey("live_prices")
 AUTO_CLAIM: web.AppKey[AutoClaimService] = web.AppKey("auto_claim")
+REPLY_CACHE: web.AppKey[ReplyCache] = web.AppKey("reply_cache")
+INVALIDATOR: web.AppKey[Invalidator] = web.AppKey("invalidator")
 
 CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

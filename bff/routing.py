@@ -27,7 +27,7 @@ from marshmallow import Schema, ValidationError
 from bff import jsonutil
 from bff.auth import Claims, Role
 from bff.errors import ApiError, forbidden, unauthenticated, validation_failed
-from bff.keys import CLAIMS
+from bff.keys import CLAIMS, REPLY_CACHE
 from bff.schemas import ID_PATTERN, flatten_errors
 
 API_PREFIX = "/api/v1"
@@ -229,6 +229,21 @@ def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
 
     view.__name__ = endpoint.handler.__name__
     return view
+
+
+async def cached_reply(
+    call: Call,
+    key: str,
+    schema: Schema,
+    build: Callable[[], Awaitable[Any]],
+) -> web.Response:
+    """The same serialized bytes for every caller of ``key`` (see bff.cache)."""
+
+    async def serialized() -> bytes:
+        return jsonutil.dumps(schema.dump(await build()))
+
+    body = await call.app[REPLY_CACHE].cached(call.shop_id, key, serialized)
+    return web.Response(body=body, content_type="application/json")
 
 
 def add_routes(app: web.Application, endpoints: list[Endpoint]) -> None:

@@ -118,6 +118,13 @@ class ClaimSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    # Anonymous product and live-room replies: how long a process may serve a price
+    # after an admin write in another process whose invalidation message was lost.
+    ttl_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     retry_after_seconds: int = 1
 
@@ -135,6 +142,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
     claim: ClaimSettings = field(default_factory=ClaimSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @property
     def is_development(self) -> bool:
@@ -175,6 +183,7 @@ SECTIONS: dict[str, type] = {
     "http": HttpSettings,
     "risk": RiskSettings,
     "claim": ClaimSettings,
+    "cache": CacheSettings,
 }
 
 

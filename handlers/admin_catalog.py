@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bff.catalog import ProductInSchema, ProductOutSchema
-from bff.keys import MEMBERS, PRODUCTS
+from bff.keys import INVALIDATOR, MEMBERS, PRODUCTS
 from bff.members import MemberLevelSchema, MemberSchema
 from bff.routing import MERCHANT, Call, Routes
 from bff.schemas import ID_PATTERN
@@ -22,7 +22,9 @@ routes = Routes(tag="merchant: products and members")
 )
 async def put_product(call: Call) -> dict[str, Any]:
     """Create or replace a product."""
-    return await call.app[PRODUCTS].put(call.shop_id, call.path("product_id"), call.body)
+    product = await call.app[PRODUCTS].put(call.shop_id, call.path("product_id"), call.body)
+    await call.app[INVALIDATOR].shop_changed(call.shop_id)
+    return product
 
 
 @routes.put(

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bff.coupons.wallet import CouponSchema
 from bff.errors import validation_failed
-from bff.keys import CODES_SERVICE, GRANTS, WALLET
+from bff.keys import CODES_SERVICE, GRANTS, INVALIDATOR, WALLET
 from bff.routing import MERCHANT, Call, Routes, json_response, load, read_json
 from handlers.admin_templates import TEMPLATE_PATH
 from handlers.uploads import read_form
@@ -36,9 +36,11 @@ _grant_schema = GrantInSchema()
 )
 async def generate_codes(call: Call) -> dict[str, Any]:
     """Generate more codes for a template with pregenerated codes."""
-    return await call.app[CODES_SERVICE].generate(
+    reply = await call.app[CODES_SERVICE].generate(
         call.shop_id, int(call.path("template_id")), call.body["count"]
     )
+    await call.app[INVALIDATOR].shop_changed(call.shop_id)
+    return reply
 
 
 @routes.post(
@@ -57,9 +59,11 @@ async def import_codes(call: Call) -> dict[str, Any]:
     text, _ = await read_form(call.request)
     if text is None:
         return _missing_file()
-    return await call.app[CODES_SERVICE].import_codes(
+    reply = await call.app[CODES_SERVICE].import_codes(
         call.shop_id, int(call.path("template_id")), text
     )
+    await call.app[INVALIDATOR].shop_changed(call.shop_id)
+    return reply
 
 
 @routes.post(

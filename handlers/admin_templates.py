@@ -11,7 +11,7 @@ from bff.coupons.schemas import (
     TemplateOutSchema,
     TemplatePatchSchema,
 )
-from bff.keys import TEMPLATES
+from bff.keys import INVALIDATOR, TEMPLATES
 from bff.routing import MERCHANT, Call, Routes
 from bff.schemas import page_reply
 
@@ -45,7 +45,9 @@ EXAMPLE_TEMPLATE = {
 )
 async def create_template(call: Call) -> dict[str, Any]:
     """Create a coupon template."""
-    return await call.app[TEMPLATES].create(call.shop_id, call.body)
+    template = await call.app[TEMPLATES].create(call.shop_id, call.body)
+    await call.app[INVALIDATOR].shop_changed(call.shop_id)
+    return template
 
 
 @routes.get(
@@ -78,4 +80,7 @@ async def get_template(call: Call) -> dict[str, Any]:
 )
 async def patch_template(call: Call) -> dict[str, Any]:
     """Change a coupon template."""
-    return await call.app[TEMPLATES].patch(call.shop_id, int(call.path("template_id")), call.body)
+    template_id = int(call.path("template_id"))
+    template = await call.app[TEMPLATES].patch(call.shop_id, template_id, call.body)
+    await call.app[INVALIDATOR].shop_changed(call.shop_id)
+    return template

@@ -7,8 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
-from bff.keys import AUTO_CLAIM, LIVE_PRICES, PRICES
-from bff.routing import MERCHANT, USER, USER_OR_ANONYMOUS, Call, Routes, json_response
+from bff.keys import AUTO_CLAIM, INVALIDATOR, LIVE_PRICES, PRICES
+from bff.routing import (
+    MERCHANT,
+    USER,
+    USER_OR_ANONYMOUS,
+    Call,
+    Routes,
+    cached_reply,
+    json_response,
+)
 from bff.schemas import ID_PATTERN
 from handlers.claim import claim_context
 from widgets.coupon_price.schemas import (
@@ -28,6 +36,8 @@ from widgets.coupon_price.schemas import (
 routes = Routes(tag="shopper: prices")
 PRODUCT = "/products/{product_id:" + ID_PATTERN + "}"
 ROOM = "/live-rooms/{room_id:" + ID_PATTERN + "}/prices"
+PRODUCT_DETAIL = ProductDetailSchema()
+LIVE_ROOM = LiveRoomSchema()
 
 
 @routes.get(
@@ -37,16 +47,20 @@ ROOM = "/live-rooms/{room_id:" + ID_PATTERN + "}/prices"
     reply=ProductDetailSchema,
     errors=(HTTPStatus.NOT_FOUND,),
 )
-async def product_detail(call: Call) -> dict[str, Any]:
+async def product_detail(call: Call) -> Any:
     """Product detail with its post-coupon price (券后价)."""
     query = call.query
-    return await call.app[PRICES].product(
-        call.shop_id,
-        call.user_id,
-        call.path("product_id"),
-        query["quantity"],
-        query["live_room_id"],
-    )
+    product_id = call.path("product_id")
+
+    async def build() -> dict[str, Any]:
+        return await call.app[PRICES].product(
+            call.shop_id, call.user_id, product_id, query["quantity"], query["live_room_id"]
+        )
+
+    if call.user_id is not None:
+        return await build()
+    key = f"product|{product_id}|{query['quantity']}|{query['live_room_id'] or ''}"
+    return await cached_reply(call, key, PRODUCT_DETAIL, build)
 
 
 @routes.post(
@@ -94,10 +108,16 @@ async def auto_claim(call: Call) -> web.Response:
 
 
 @routes.get(ROOM, auth=USER_OR_ANONYMOUS, query=LivePricesQuerySchema, reply=LiveRoomSchema)
-async def live_room_prices(call: Call) -> dict[str, Any]:
+async def live_room_prices(call: Call) -> web.Response:
     """A live room's exclusive prices (直播专享价) with status upcoming / live / ended."""
     ids = [part for part in call.query["product_ids"].split(",") if part]
-    return await call.app[LIVE_PRICES].get(call.shop_id, call.path("room_id"), ids)
+    room_id = call.path("room_id")
+
+    async def build() -> dict[str, Any]:
+        return await call.app[LIVE_PRICES].get(call.shop_id, room_id, ids)
+
+    # The same for every caller, signed in or not.
+    return await cached_reply(call, f"live|{room_id}|{','.join(ids)}", LIVE_ROOM, build)
 
 
 @routes.put(
@@ -109,4 +129,6 @@ async def live_room_prices(call: Call) -> dict[str, Any]:
 )
 async def put_live_room_prices(call: Call) -> dict[str, Any]:
     """Set a live room's exclusive prices (replaces its list)."""
-    return await call.app[LIVE_PRICES].put(call.shop_id, call.path("room_id"), call.body["items"])
+    room = await call.app[LIVE_PRICES].put(call.shop_id, call.path("room_id"), call.body["items"])
+    await call.app[INVALIDATOR].shop_changed(call.shop_id)
+    return room

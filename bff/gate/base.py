@@ -12,6 +12,7 @@ stays valid on Redis Cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -70,6 +71,14 @@ class Gate(Protocol):
 
     async def idem_abort(self, key: str) -> None:
         """Give the request id back (the request ended without a reply worth replaying)."""
+        ...
+
+    async def publish(self, channel: str, message: str) -> None:
+        """Tell every process listening on ``channel``."""
+        ...
+
+    async def subscribe(self, channel: str, handler: Callable[[str], None]) -> None:
+        """Call ``handler`` for each message until cancelled (or the connection is lost)."""
         ...
 
     async def set_flag(self, key: str, ttl_seconds: float) -> None: ...

@@ -6,7 +6,9 @@ method runs without an ``await`` inside, so it is atomic on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bff.gate.base import IdemState
@@ -19,6 +21,7 @@ class MemoryGate:
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[float, Any]] = {}
+        self._listeners: dict[str, list[Callable[[str], None]]] = {}
 
     def _get(self, key: str) -> Any:
         entry = self._data.get(key)
@@ -88,6 +91,17 @@ class MemoryGate:
         entry = self._get(key)
         if entry is not None and entry[0] == "pending":
             del self._data[key]
+
+    async def publish(self, channel: str, message: str) -> None:
+        for handler in list(self._listeners.get(channel, ())):
+            handler(message)
+
+    async def subscribe(self, channel: str, handler: Callable[[str], None]) -> None:
+        self._listeners.setdefault(channel, []).append(handler)
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            self._listeners[channel].remove(handler)
 
     async def set_flag(self, key: str, ttl_seconds: float) -> None:
         self._put(key, True, ttl_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -103,6 +104,20 @@ class RedisGate:
 
     async def idem_abort(self, key: str) -> None:
         await self._idem_abort(keys=[key])
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.client.publish(channel, message)
+
+    async def subscribe(self, channel: str, handler: Callable[[str], None]) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    data = message["data"]
+                    handler(data.decode() if isinstance(data, bytes) else str(data))
+        finally:
+            await pubsub.aclose()
 
     async def set_flag(self, key: str, ttl_seconds: float) -> None:
         await self.client.set(key, b"1", px=max(int(ttl_seconds * 1000), 1))

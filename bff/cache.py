@@ -1,0 +1,95 @@
+"""Serialized replies of the hot anonymous reads (live-room prices, product prices).
+
+Each process keeps the reply bytes for ``cache.ttl_seconds``: the same bytes
+for everyone, not rebuilt per request. An admin write that changes prices
+clears the shop's entries in its own process before it replies and publishes
+the shop id through the gate (Redis pub/sub, or in-process), so every other
+process clears them as soon as the message lands. If a message is lost (a
+Redis reconnect), the TTL still bounds how long a stale price can be served:
+that TTL is the documented promise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from bff.clock import Clock
+
+log = logging.getLogger("bff.cache")
+MAX_ENTRIES = 50_000
+
+
+class ReplyCache:
+    """Expiry follows the app's clock: a reply holds a live window's status, which must
+    change when that clock passes the window's edge (and tests move the clock)."""
+
+    def __init__(self, ttl_seconds: float, clock: Clock) -> None:
+        self.ttl = ttl_seconds
+        self.clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, bytes]] = {}
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def get(self, shop_id: str, key: str) -> bytes | None:
+        entry = self._entries.get((shop_id, key))
+        if entry is None:
+            return None
+        if not 0 <= entry[0] - self._now() <= self.ttl:
+            self._entries.pop((shop_id, key), None)
+            return None
+        return entry[1]
+
+    def put(self, shop_id: str, key: str, body: bytes) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()  # bounded memory; everything is rebuilt within one read
+        self._entries[(shop_id, key)] = (self._now() + self.ttl, body)
+
+    def clear_shop(self, shop_id: str) -> None:
+        for entry_key in [k for k in self._entries if k[0] == shop_id]:
+            del self._entries[entry_key]
+
+    async def cached(self, shop_id: str, key: str, build: Callable[[], Awaitable[bytes]]) -> bytes:
+        body = self.get(shop_id, key)
+        if body is None:
+            body = await build()
+            self.put(shop_id, key, body)
+        return body
+
+
+class Invalidator:
+    """Clears a shop's cached replies here and, through the gate, in every process."""
+
+    CHANNEL = "bff:prices-changed"
+
+    def __init__(self, cache: ReplyCache, publish: Callable[[str, str], Awaitable[None]]) -> None:
+        self.cache = cache
+        self.publish = publish
+
+    async def shop_changed(self, shop_id: str) -> None:
+        self.cache.clear_shop(shop_id)
+        try:
+            await self.publish(self.CHANNEL, shop_id)
+        except Exception:  # other processes fall back on the TTL
+            log.warning("could not publish a price change", exc_info=True)
+
+    def on_message(self, shop_id: str) -> None:
+        self.cache.clear_shop(shop_id)
+
+
+async def listen(
+    subscribe: Callable[[str, Callable[[str], None]], Awaitable[None]], invalidator: Invalidator
+) -> None:
+    """Run the subscription until cancelled, reconnecting after a lost connection."""
+    while True:
+        try:
+            await subscribe(Invalidator.CHANNEL, invalidator.on_message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("price-change subscription lost; retrying", exc_info=True)
+            await asyncio.sleep(1.0)

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bff.clock import Clock
 from bff.coupons.codegen import random_code
 from bff.coupons.rules import Refusal, refuse, shop_day
+from bff.coupons.wallet import unused_counts
 from bff.db import tables
 from bff.db.engine import Database
 
@@ -192,7 +193,7 @@ class Ledger:
         # committed by another process (a different template) is visible now.
         existing = await self._existing(conn, shop_id, [r.request_key for r in batch])
         held = await self._held_slots(conn, template_id, users)
-        in_wallet = await self._wallet_counts(conn, shop_id, users, now)
+        in_wallet = await unused_counts(conn, shop_id, users, now)
         day = shop_day(now, self.timezone)
         daily_issued = (
             await self._daily_issued(conn, template_id, day) if template.daily_limit else 0
@@ -332,21 +333,6 @@ class Ledger:
             .group_by(C.c.user_id)
         )
         return {user: int(slot) for user, slot in rows}
-
-    async def _wallet_counts(
-        self, conn: AsyncConnection, shop_id: str, users: list[str], now: datetime
-    ) -> dict[str, int]:
-        rows = await conn.execute(
-            select(C.c.user_id, func.count())
-            .where(
-                C.c.shop_id == shop_id,
-                C.c.user_id.in_(users),
-                C.c.status == "unused",
-                C.c.valid_to > now,
-            )
-            .group_by(C.c.user_id)
-        )
-        return {user: int(count) for user, count in rows}
 
     async def _daily_issued(self, conn: AsyncConnection, template_id: int, day: str) -> int:
         value = await conn.scalar(

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.clock import Clock
@@ -72,6 +72,23 @@ def coupon_view(
         "expiring_soon": status == "unused" and row.valid_to - now <= timedelta(days=expiring_days),
         "redeem_page": spec["redeem_page"],
     }
+
+
+async def unused_counts(
+    conn: AsyncConnection, shop_id: str, user_ids: list[str], now: datetime
+) -> dict[str, int]:
+    """What counts against the wallet cap: unused, unexpired coupons per user in a shop."""
+    rows = await conn.execute(
+        select(C.c.user_id, func.count())
+        .where(
+            C.c.shop_id == shop_id,
+            C.c.user_id.in_(user_ids),
+            C.c.status == "unused",
+            C.c.valid_to > now,
+        )
+        .group_by(C.c.user_id)
+    )
+    return {user: int(count) for user, count in rows}
 
 
 class WalletService:

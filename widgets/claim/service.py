@@ -12,6 +12,7 @@ from bff.catalog import fetch_product
 from bff.clock import Clock
 from bff.coupons.rules import MemberView, audience_refusal, needs_membership, shop_day
 from bff.coupons.templates import template_from_row
+from bff.coupons.wallet import unused_counts
 from bff.db import tables
 from bff.db.engine import Database
 from bff.members import fetch_member
@@ -66,7 +67,7 @@ class ClaimWidgetService:
             member: MemberView | None = None
             if user_id is not None:
                 held = await _held(conn, shop_id, user_id, ids)
-                in_wallet = await _wallet_count(conn, shop_id, user_id, now)
+                in_wallet = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
                 row = await fetch_member(conn, shop_id, user_id)
                 if row is not None:
                     member = MemberView(level=row.level, active=row.left_at is None)
@@ -136,15 +137,3 @@ async def _held(
         .group_by(C.c.template_id)
     )
     return {template_id: int(count) for template_id, count in rows}
-
-
-async def _wallet_count(conn: AsyncConnection, shop_id: str, user_id: str, now: Any) -> int:
-    count = await conn.scalar(
-        select(func.count()).where(
-            C.c.shop_id == shop_id,
-            C.c.user_id == user_id,
-            C.c.status == "unused",
-            C.c.valid_to > now,
-        )
-    )
-    return int(count or 0)

@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bff.catalog import product_from_row
 from bff.clock import Clock
 from bff.coupons.rules import MemberView, shop_day
-from bff.coupons.wallet import coupon_status
+from bff.coupons.wallet import coupon_status, unused_counts
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import conflict, not_found
@@ -79,7 +80,7 @@ class PriceService:
         product = data.products.get(product_id)
         if product is None:
             raise not_found("product")
-        return {"product": _product_view(product), "price": self._price(data, product, quantity)}
+        return {"product": product_from_row(product), "price": self._price(data, product, quantity)}
 
     async def prices(
         self, shop_id: str, user_id: str | None, items: list[dict[str, Any]]
@@ -306,15 +307,8 @@ class PriceService:
                         )
                     ).all()
                 )
-                unused = await conn.scalar(
-                    select(func.count()).where(
-                        C.c.shop_id == shop_id,
-                        C.c.user_id == user_id,
-                        C.c.status == "unused",
-                        C.c.valid_to > now,
-                    )
-                )
-                wallet_full = int(unused or 0) >= settings.wallet.max_unused_per_shop
+                unused = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
+                wallet_full = unused >= settings.wallet.max_unused_per_shop
                 member_row = await fetch_member(conn, shop_id, user_id)
                 if member_row is not None:
                     member = MemberView(member_row.level, member_row.left_at is None)
@@ -334,17 +328,6 @@ class PriceService:
             return data
 
         return await self.db.read(work)
-
-
-def _product_view(row: Any) -> dict[str, Any]:
-    return {
-        "product_id": row.product_id,
-        "title": row.title,
-        "list_price": row.list_price,
-        "promo_price": row.promo_price,
-        "category": row.category,
-        "cover_image": row.cover_image,
-    }
 
 
 def _not_usable(coupon_id: int | None, reason: str) -> Exception:

@@ -689,6 +689,24 @@ async def test_held_coupon_beats_an_equal_claimable_one(
     assert_held(entry, coupon["coupon_id"], 1000)
 
 
+async def test_held_coupon_beats_an_equal_claimable_one_expiring_sooner(
+    client, merchant, make_template, user
+):
+    # Ties go to coupons already held first, and only then to the earliest expiry.
+    await put_product(client, merchant, "p1", 10000)
+    held = await make_template(name="立减10 7天", benefit=no_threshold(1000))
+    await make_template(
+        name="立减10 2天",
+        benefit=no_threshold(1000),
+        validity={"type": "relative", "effective_after_days": 0, "valid_days": 2},
+    )
+    coupon = await claim_ok(client, user, held["id"])
+    price = await price_of(client, "p1", user)
+    assert_price(price, list_price=10000, final=9000)
+    (entry,) = price["coupons"]
+    assert_held(entry, coupon["coupon_id"], 1000)
+
+
 async def test_better_claimable_beats_a_held_coupon(client, merchant, make_template, user):
     await put_product(client, merchant, "p1", 10000)
     small = await make_template(name="立减10", benefit=no_threshold(1000))

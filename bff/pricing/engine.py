@@ -22,12 +22,13 @@ Rules (DOMAIN.md "Post-coupon price"):
 
 Cost. Evaluating one combination is O(c·n) for c coupons and n lines. The
 search evaluates every single coupon, then, for the coupons that stack, one
-combination per choice of discount coupon (or none) and per subset of the
-stackable coupons that refuse store promotions (usually none or one): adding
-a coupon that keeps store promotions never raises the payable, so all of
-them are taken and the ones that end up taking nothing are dropped. That is
-O(c·n) per combination and O((d+1)·2^f·c·n) in all (d discount coupons, f
-store-promotion refusers, exact up to ``MAX_REFUSERS_EXACT``). The winner is
+combination per subset of the stackable coupons that refuse store promotions
+(usually none or one): adding an amount-off coupon that keeps store
+promotions never raises the payable, so all of them are taken (those that end
+up taking nothing are dropped); the discount coupon applies last, so each one
+is scored in O(n) on what they leave and only the best is priced. That is
+O(2^f·(c + d)·n) in all (d discount coupons, f store-promotion refusers,
+exact up to ``MAX_REFUSERS_EXACT``): linear in coupons × lines for a fixed f. The winner is
 then trimmed once (coupons it does not need are dropped, for the tie-breaks);
 between combinations of equal payable the tie-break sees untrimmed sets.
 Measured by ``bench/pricing_engine.py``.
@@ -296,19 +297,54 @@ def best_quote(lines: Sequence[Line], candidates: Iterable[Candidate]) -> Quote:
     for candidate in pool:
         best = _better(best, try_evaluate(lines, [candidate], scopes))
     stackable = _representatives([c for c in pool if c.with_other_coupons])
-    discounts = [c for c in stackable if c.benefit["type"] == "discount"]
-    keeps = [c for c in stackable if c.benefit["type"] != "discount" and c.with_store_promotions]
-    refusers = [
-        c for c in stackable if c.benefit["type"] != "discount" and not c.with_store_promotions
+    # Coupons that refuse store promotions change the base prices: try each subset of
+    # them (with at most one discount coupon among them). Everything else is chosen
+    # against those prices: every amount-off coupon that still takes something, then
+    # the best discount coupon on what they leave.
+    refusers = [c for c in stackable if not c.with_store_promotions]
+    keeps = [c for c in stackable if c.with_store_promotions and c.benefit["type"] != "discount"]
+    discounts = [
+        c for c in stackable if c.with_store_promotions and c.benefit["type"] == "discount"
     ]
-    for discount in [None, *discounts]:
-        fixed = [discount] if discount is not None else []
-        for chosen in _refuser_subsets(refusers):
-            best = _better(best, _fill(lines, [*fixed, *chosen], keeps, scopes))
+    for chosen in _refuser_subsets(refusers):
+        if sum(1 for c in chosen if c.benefit["type"] == "discount") > 1:
+            continue
+        base = _fill(lines, list(chosen), keeps, scopes)
+        if base is None:
+            continue
+        best = _better(best, base)
+        if any(c.benefit["type"] == "discount" for c in chosen):
+            continue
+        pick = _best_discount(base, discounts, scopes)
+        if pick is not None:
+            combo = [a.candidate for a in base.coupons] + [pick]
+            best = _better(best, try_evaluate(lines, combo, scopes))
     if best.saturated:
         # Tie-breaks: drop what the winner does not need. Done once, on the winner only.
         best = _trim(lines, best, scopes)
     return best
+
+
+def _best_discount(
+    base: Quote, discounts: list[Candidate], scopes: dict[str, list[int]]
+) -> Candidate | None:
+    """The discount coupon that takes most off what ``base`` leaves: O(n) per coupon."""
+    best: tuple[tuple[Any, ...], Candidate] | None = None
+    for candidate in discounts:
+        indexes = scopes[candidate.key]
+        threshold = candidate.benefit.get("threshold")
+        if threshold is not None and sum(base.lines[i].amount for i in indexes) < threshold:
+            continue
+        left = sum(base.lines[i].payable for i in indexes)
+        off = left * (1000 - candidate.benefit["rate_permille"]) // 1000
+        if candidate.benefit.get("max_off") is not None:
+            off = min(off, candidate.benefit["max_off"])
+        if off <= 0:
+            continue
+        key = (-off, *_preference(candidate))
+        if best is None or key < best[0]:
+            best = (key, candidate)
+    return best[1] if best is not None else None
 
 
 def _representatives(stackable: list[Candidate]) -> list[Candidate]:

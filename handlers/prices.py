@@ -38,6 +38,7 @@ PRODUCT = "/products/{product_id:" + ID_PATTERN + "}"
 ROOM = "/live-rooms/{room_id:" + ID_PATTERN + "}/prices"
 PRODUCT_DETAIL = ProductDetailSchema()
 LIVE_ROOM = LiveRoomSchema()
+PRICES_REPLY = PricesReplySchema()
 
 
 @routes.get(
@@ -70,9 +71,17 @@ async def product_detail(call: Call) -> Any:
     reply=PricesReplySchema,
     example={"items": [{"product_id": "cup-1", "quantity": 1}]},
 )
-async def list_prices(call: Call) -> dict[str, Any]:
+async def list_prices(call: Call) -> Any:
     """Post-coupon prices of up to 50 products (list pages); unknown products are left out."""
-    return await call.app[PRICES].prices(call.shop_id, call.user_id, call.body["items"])
+    items = call.body["items"]
+
+    async def build() -> dict[str, Any]:
+        return await call.app[PRICES].prices(call.shop_id, call.user_id, items)
+
+    if call.user_id is not None:
+        return await build()
+    key = "prices|" + ",".join(f"{item['product_id']}x{item['quantity']}" for item in items)
+    return await cached_reply(call, key, PRICES_REPLY, build)
 
 
 @routes.post(

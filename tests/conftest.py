@@ -37,6 +37,9 @@ from config.loader import (
     Settings,
 )
 
+# Shared helpers assert too; rewrite them like the test modules for the same failure reports.
+pytest.register_assert_rewrite("tests.helpers")
+
 MYSQL_URL = os.environ.get("BFF_TEST_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/bff_test")
 REDIS_URL = os.environ.get("BFF_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() == "true"

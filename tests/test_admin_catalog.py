@@ -6,6 +6,7 @@ from http import HTTPStatus
 import pytest
 
 from tests.conftest import expect
+from tests.helpers import field_error
 
 CUP = {
     "title": "保温杯",
@@ -22,12 +23,6 @@ def product_url(product_id, shop="s1"):
 
 def member_url(user_id, shop="s1"):
     return f"/api/v1/shops/{shop}/admin/members/{user_id}"
-
-
-async def field_error(response, field):
-    body = await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
-    assert field in body["error"]["details"], body
-    return body["error"]["details"]
 
 
 # --- products -------------------------------------------------------------------------------

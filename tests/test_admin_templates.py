@@ -6,12 +6,9 @@ from http import HTTPStatus
 import pytest
 
 from tests.conftest import expect, iso, template_body
+from tests.helpers import field_error, template_url
 
 TEMPLATES = "/api/v1/shops/s1/admin/coupon-templates"
-
-
-def template_url(template_id, shop="s1"):
-    return f"/api/v1/shops/{shop}/admin/coupon-templates/{template_id}"
 
 
 @pytest.fixture
@@ -25,14 +22,6 @@ def post(client, clock, merchant):
         return await client.post(TEMPLATES, json=body, headers=merchant)
 
     return send
-
-
-async def field_error(response, field):
-    """Assert a 400 VALIDATION_FAILED whose details name ``field``; return the details."""
-    body = await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
-    details = body["error"]["details"]
-    assert field in details, body
-    return details
 
 
 def days(clock, n):

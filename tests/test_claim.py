@@ -10,101 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
-import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import expect, iso, template_body
+from tests.conftest import expect, iso
+from tests.helpers import (
+    claim,
+    claim_ok,
+    create_template,
+    enrol,
+    get_template,
+    set_status,
+    shop_url,
+    wallet,
+    when,
+)
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def shop_url(path: str, shop: str = "s1") -> str:
-    return f"/api/v1/shops/{shop}{path}"
-
-
-def new_request_id() -> str:
-    return "req-" + uuid.uuid4().hex
-
-
-async def claim(
-    client: TestClient,
-    headers: dict[str, str],
-    template_id: int,
-    request_id: str | None = None,
-    *,
-    shop: str = "s1",
-    **extra: Any,
-) -> Any:
-    """POST a widget claim; a fresh request_id unless one is given."""
-    body = {"template_id": template_id, "request_id": request_id or new_request_id(), **extra}
-    return await client.post(shop_url("/coupons/claim", shop), json=body, headers=headers)
-
-
-async def claim_ok(
-    client: TestClient, headers: dict[str, str], template_id: int, **kwargs: Any
-) -> dict[str, Any]:
-    """Claim and assert 201; return the coupon."""
-    body = await expect(await claim(client, headers, template_id, **kwargs), HTTPStatus.CREATED)
-    return body["coupon"]
-
-
 async def refused(response: Any, status: HTTPStatus, code: str) -> dict[str, Any]:
     return await expect(response, status, code)
-
-
-async def wallet(
-    client: TestClient, headers: dict[str, str], status: str | None = None, shop: str = "s1"
-) -> list[dict[str, Any]]:
-    params = {"limit": "100"} if status is None else {"limit": "100", "status": status}
-    body = await expect(
-        await client.get(shop_url("/me/coupons", shop), params=params, headers=headers),
-        HTTPStatus.OK,
-    )
-    return body["items"]
-
-
-async def get_template(
-    client: TestClient, merchant: dict[str, str], template_id: int
-) -> dict[str, Any]:
-    response = await client.get(
-        shop_url(f"/admin/coupon-templates/{template_id}"), headers=merchant
-    )
-    return await expect(response, HTTPStatus.OK)
-
-
-async def set_status(
-    client: TestClient, merchant: dict[str, str], template_id: int, status: str
-) -> None:
-    response = await client.patch(
-        shop_url(f"/admin/coupon-templates/{template_id}"),
-        json={"status": status},
-        headers=merchant,
-    )
-    await expect(response, HTTPStatus.OK)
-
-
-async def enrol(client: TestClient, merchant: dict[str, str], user_id: str, level: int) -> None:
-    response = await client.put(
-        shop_url(f"/admin/members/{user_id}"), json={"level": level}, headers=merchant
-    )
-    await expect(response, HTTPStatus.OK)
-
-
-async def create_template(
-    client: TestClient, clock: Any, headers: dict[str, str], shop: str = "s1", **overrides: Any
-) -> dict[str, Any]:
-    """Create a template through ``client`` (for apps built with other settings)."""
-    response = await client.post(
-        shop_url("/admin/coupon-templates", shop),
-        json=template_body(clock, **overrides),
-        headers=headers,
-    )
-    return await expect(response, HTTPStatus.CREATED)
 
 
 async def claim_widget(
@@ -118,12 +48,6 @@ def widget_entry(widget: dict[str, Any], template_id: int) -> dict[str, Any]:
     entries = [item for item in widget["coupons"] if item["template_id"] == template_id]
     assert len(entries) == 1, widget
     return entries[0]
-
-
-def when(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    assert parsed.tzinfo is not None, value
-    return parsed
 
 
 def assert_retry_after(response: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
@@ -26,7 +25,9 @@ from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from config.loader import Settings
-from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings, template_body
+from tests.conftest import REDIS_URL, base_settings, mariadb_settings
+from tests.helpers import claim as post_claim
+from tests.helpers import create_template, get_template, wallet
 
 pytestmark = pytest.mark.slow
 
@@ -34,20 +35,11 @@ MANY_CLAIMS_PER_MINUTE = 100_000
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def shop_url(path: str, shop: str = "s1") -> str:
-    return f"/api/v1/shops/{shop}{path}"
-
-
-def new_request_id() -> str:
-    return "req-" + uuid.uuid4().hex
-
-
 async def claim(
     client: TestClient, headers: dict[str, str], template_id: int, request_id: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     """POST a widget claim; return (status, JSON body)."""
-    body = {"template_id": template_id, "request_id": request_id or new_request_id()}
-    response = await client.post(shop_url("/coupons/claim"), json=body, headers=headers)
+    response = await post_claim(client, headers, template_id, request_id)
     return response.status, await response.json()
 
 
@@ -56,33 +48,6 @@ def outcome(status: int, body: dict[str, Any]) -> str:
     if status == HTTPStatus.CREATED:
         return "201"
     return f"{status} {body.get('error', {}).get('code')}"
-
-
-async def wallet(client: TestClient, headers: dict[str, str]) -> list[dict[str, Any]]:
-    response = await client.get(
-        shop_url("/me/coupons"), params={"status": "all", "limit": "100"}, headers=headers
-    )
-    return (await expect(response, HTTPStatus.OK))["items"]
-
-
-async def get_template(
-    client: TestClient, merchant: dict[str, str], template_id: int
-) -> dict[str, Any]:
-    response = await client.get(
-        shop_url(f"/admin/coupon-templates/{template_id}"), headers=merchant
-    )
-    return await expect(response, HTTPStatus.OK)
-
-
-async def create_template(
-    client: TestClient, clock: ManualClock, merchant: dict[str, str], **overrides: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        shop_url("/admin/coupon-templates"),
-        json=template_body(clock, **overrides),
-        headers=merchant,
-    )
-    return await expect(response, HTTPStatus.CREATED)
 
 
 def limited(total: int) -> dict[str, Any]:
@@ -115,7 +80,7 @@ async def test_many_claimants_never_oversell(client, make_template, merchant, au
     assert len(set(coupon_ids)) == 50
     stored = await get_template(client, merchant, template["id"])
     assert (stored["issued"], stored["remaining"]) == (50, 0)
-    held = await asyncio.gather(*(wallet(client, headers) for headers in users))
+    held = await asyncio.gather(*(wallet(client, headers, status="all") for headers in users))
     assert sum(len(items) for items in held) == 50
     assert max(len(items) for items in held) == 1
 
@@ -126,7 +91,7 @@ async def test_one_user_bursting_meets_per_user_limit(busy_client, clock, mercha
     results = await asyncio.gather(*(claim(busy_client, user, template["id"]) for _ in range(20)))
     counts = Counter(outcome(status, body) for status, body in results)
     assert counts == {"201": 3, "409 LIMIT_REACHED": 17}, counts
-    assert len(await wallet(busy_client, user)) == 3
+    assert len(await wallet(busy_client, user, status="all")) == 3
     stored = await get_template(busy_client, merchant, template["id"])
     assert (stored["issued"], stored["remaining"]) == (3, 997)
 
@@ -144,7 +109,7 @@ async def test_concurrent_copies_issue_once(busy_client, clock, merchant, auth):
     (first,) = [body for _, body in results if body.get("replayed") is not True]
     for _, body in results:
         assert {key: value for key, value in body.items() if key != "replayed"} == first
-    assert len(await wallet(busy_client, user)) == 1
+    assert len(await wallet(busy_client, user, status="all")) == 1
     assert (await get_template(busy_client, merchant, template["id"]))["issued"] == 1
 
 
@@ -223,7 +188,7 @@ async def test_redis_flush_mid_burst_never_oversells(instance, bearer, clock):
     assert max(winners.values()) == 1, winners
     stored = await get_template(client, merchant, template["id"])
     assert (stored["issued"], stored["remaining"]) == (30, 0)
-    held = {sub: len(await wallet(client, headers)) for sub, headers in users.items()}
+    held = {sub: len(await wallet(client, headers, status="all")) for sub, headers in users.items()}
     assert sum(held.values()) == 30 and max(held.values()) == 1, held
 
     # after another flush the gate rebuilds from the database: still sold out, limits kept
@@ -250,7 +215,7 @@ async def test_redis_flush_keeps_per_user_limit(instance, bearer, clock):
     results = await asyncio.gather(*(claim(client, user, template["id"]) for _ in range(10)))
     counts = Counter(outcome(status, body) for status, body in results)
     assert counts == {"409 LIMIT_REACHED": 10}, counts
-    assert len(await wallet(client, user)) == 2
+    assert len(await wallet(client, user, status="all")) == 2
 
 
 async def test_redis_flush_keeps_idempotency(instance, bearer, clock):
@@ -265,7 +230,7 @@ async def test_redis_flush_keeps_idempotency(instance, bearer, clock):
     assert status == HTTPStatus.CREATED, again
     assert again.get("replayed") is True, again
     assert again["coupon"] == first["coupon"]
-    assert len(await wallet(client, user)) == 1
+    assert len(await wallet(client, user, status="all")) == 1
 
 
 async def test_two_instances_never_oversell(instance, bearer, clock):
@@ -285,7 +250,10 @@ async def test_two_instances_never_oversell(instance, bearer, clock):
         stored = await get_template(client, merchant, template["id"])
         assert (stored["issued"], stored["remaining"]) == (40, 0)
     held = await asyncio.gather(
-        *(wallet(second if i % 2 == 0 else first, headers) for i, headers in enumerate(users))
+        *(
+            wallet(second if i % 2 == 0 else first, headers, status="all")
+            for i, headers in enumerate(users)
+        )
     )
     assert sum(len(items) for items in held) == 40
     assert max(len(items) for items in held) == 1
@@ -301,7 +269,7 @@ async def test_two_instances_keep_per_user_limit(instance, bearer, clock):
     )
     counts = Counter(outcome(status, body) for status, body in results)
     assert counts == {"201": 2, "409 LIMIT_REACHED": 8}, counts
-    assert len(await wallet(second, user)) == 2
+    assert len(await wallet(second, user, status="all")) == 2
 
 
 async def test_two_instances_replay_one_request(instance, bearer, clock):
@@ -318,4 +286,4 @@ async def test_two_instances_replay_one_request(instance, bearer, clock):
     assert [status for status, _ in results] == [HTTPStatus.CREATED] * 20, results
     assert len({body["coupon"]["coupon_id"] for _, body in results}) == 1, results
     assert sum(1 for _, body in results if body.get("replayed") is not True) == 1, results
-    assert len(await wallet(first, user)) == 1
+    assert len(await wallet(first, user, status="all")) == 1

@@ -9,23 +9,9 @@ from aiohttp import FormData
 
 from bff.keys import GATE
 from tests.conftest import expect
+from tests.helpers import claim, wallet
 
 BASE = "/api/v1/shops/s1"
-
-
-async def claim(client, headers, template_id, request_id):
-    return await client.post(
-        f"{BASE}/coupons/claim",
-        json={"template_id": template_id, "request_id": request_id},
-        headers=headers,
-    )
-
-
-async def wallet(client, headers):
-    body = await expect(
-        await client.get(f"{BASE}/me/coupons?status=all", headers=headers), HTTPStatus.OK
-    )
-    return body["items"]
 
 
 async def test_ids_and_request_ids_differing_in_case_are_distinct(client, make_template, auth):
@@ -35,8 +21,8 @@ async def test_ids_and_request_ids_differing_in_case_are_distinct(client, make_t
     second = await expect(await claim(client, bob, template["id"], "ABC"), HTTPStatus.CREATED)
     assert "replayed" not in second
     await expect(await claim(client, big_bob, template["id"], "abc"), HTTPStatus.CREATED)
-    assert len(await wallet(client, bob)) == 2
-    assert len(await wallet(client, big_bob)) == 1
+    assert len(await wallet(client, bob, status="all")) == 2
+    assert len(await wallet(client, big_bob, status="all")) == 1
 
 
 async def test_grant_and_import_keep_case_distinct(client, make_template, merchant):

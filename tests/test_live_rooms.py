@@ -8,7 +8,7 @@ tests mint a shopper's token after moving the clock.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -16,18 +16,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import expect, iso
+from tests.helpers import claim_ok, put_product, shop_url, when
 from tests.test_prices import (
     applied,
     assert_claimable,
     assert_held,
-    claim_ok,
     line_view,
     lines,
     no_threshold,
     preview_ok,
     price_of,
-    put_product,
-    shop_url,
 )
 
 
@@ -88,12 +86,6 @@ async def room_prices(
     found = {item["product_id"]: item for item in body["items"]}
     assert len(found) == len(body["items"]), body
     return found
-
-
-def when(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    assert parsed.tzinfo is not None, value
-    return parsed
 
 
 @pytest.fixture

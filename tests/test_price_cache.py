@@ -11,23 +11,17 @@ from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from tests.conftest import base_settings, expect, mariadb_settings
+from tests.helpers import put_product
 
 BASE = "/api/v1/shops/s1"
 
 
-async def put_product(client, headers, price):
-    response = await client.put(
-        f"{BASE}/admin/products/p1", json={"title": "cup", "list_price": price}, headers=headers
-    )
-    await expect(response, HTTPStatus.OK)
-
-
 async def test_anonymous_replies_are_cached_and_cleared_by_a_write(client, merchant):
-    await put_product(client, merchant, 10000)
+    await put_product(client, merchant, "p1", 10000, title="cup")
     first = await client.get(f"{BASE}/products/p1")
     second = await client.get(f"{BASE}/products/p1")
     assert await first.read() == await second.read()
-    await put_product(client, merchant, 9000)
+    await put_product(client, merchant, "p1", 9000, title="cup")
     body = await expect(await client.get(f"{BASE}/products/p1"), HTTPStatus.OK)
     assert body["price"]["final_price"] == 9000
 
@@ -44,11 +38,11 @@ async def two_apps(aiohttp_client, tmp_path):
 
 async def test_a_write_in_one_process_clears_the_other_processes_cache(two_apps):
     reader, writer, merchant = two_apps
-    await put_product(writer, merchant, 10000)
+    await put_product(writer, merchant, "p1", 10000, title="cup")
     await asyncio.sleep(0.2)  # let both subscriptions settle
     body = await expect(await reader.get(f"{BASE}/products/p1"), HTTPStatus.OK)
     assert body["price"]["final_price"] == 10000  # now cached in the reader
-    await put_product(writer, merchant, 8000)
+    await put_product(writer, merchant, "p1", 8000, title="cup")
     # The clock stands still, so only the invalidation message can clear the reader.
     for _ in range(50):
         body = await expect(await reader.get(f"{BASE}/products/p1"), HTTPStatus.OK)

@@ -9,7 +9,6 @@ Live-room exclusive prices are in test_live_rooms.py.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
@@ -19,20 +18,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import expect, iso
+from tests.helpers import claim_ok, enrol, new_request_id, put_product, set_status, shop_url, wallet
 
 MAN_299_50 = {"type": "threshold", "amount_off": 5000, "threshold": 29900}
 MAN_200_20 = {"type": "threshold", "amount_off": 2000, "threshold": 20000}
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def shop_url(path: str, shop: str = "s1") -> str:
-    return f"/api/v1/shops/{shop}{path}"
-
-
-def new_request_id() -> str:
-    return "req-" + uuid.uuid4().hex
-
-
 def no_threshold(amount_off: int) -> dict[str, Any]:
     return {"type": "no_threshold", "amount_off": amount_off}
 
@@ -43,22 +35,6 @@ def stacking(*, promo: bool = True, others: bool = False) -> dict[str, bool]:
 
 def lines(*pairs: tuple[str, int]) -> list[dict[str, Any]]:
     return [{"product_id": product_id, "quantity": quantity} for product_id, quantity in pairs]
-
-
-async def put_product(
-    client: TestClient,
-    merchant: dict[str, str],
-    product_id: str,
-    list_price: int,
-    *,
-    shop: str = "s1",
-    **fields: Any,
-) -> dict[str, Any]:
-    body = {"title": f"商品 {product_id}", "list_price": list_price, **fields}
-    response = await client.put(
-        shop_url(f"/admin/products/{product_id}", shop), json=body, headers=merchant
-    )
-    return await expect(response, HTTPStatus.OK)
 
 
 async def get_product(
@@ -110,12 +86,6 @@ def assert_held(entry: dict[str, Any], coupon_id: Any, discount: int) -> None:
     assert entry["discount"] == discount, entry
 
 
-async def claim_ok(client: TestClient, headers: dict[str, str], template_id: int) -> dict[str, Any]:
-    body = {"template_id": template_id, "request_id": new_request_id()}
-    response = await client.post(shop_url("/coupons/claim"), json=body, headers=headers)
-    return (await expect(response, HTTPStatus.CREATED))["coupon"]
-
-
 async def grant_ok(
     client: TestClient, merchant: dict[str, str], template_id: int, user_ids: list[str]
 ) -> None:
@@ -128,11 +98,6 @@ async def grant_ok(
     assert body["failed"] == [], body
 
 
-async def wallet(client: TestClient, headers: dict[str, str]) -> list[dict[str, Any]]:
-    response = await client.get(shop_url("/me/coupons"), params={"limit": "100"}, headers=headers)
-    return (await expect(response, HTTPStatus.OK))["items"]
-
-
 async def held_coupon(
     client: TestClient, headers: dict[str, str], template_id: int
 ) -> dict[str, Any]:
@@ -141,26 +106,8 @@ async def held_coupon(
     return items[0]
 
 
-async def set_status(
-    client: TestClient, merchant: dict[str, str], template_id: int, status: str
-) -> None:
-    response = await client.patch(
-        shop_url(f"/admin/coupon-templates/{template_id}"),
-        json={"status": status},
-        headers=merchant,
-    )
-    await expect(response, HTTPStatus.OK)
-
-
 async def revoke_ok(client: TestClient, merchant: dict[str, str], coupon_id: Any) -> None:
     response = await client.post(shop_url(f"/admin/coupons/{coupon_id}/revoke"), headers=merchant)
-    await expect(response, HTTPStatus.OK)
-
-
-async def enrol(client: TestClient, merchant: dict[str, str], user_id: str, level: int) -> None:
-    response = await client.put(
-        shop_url(f"/admin/members/{user_id}"), json={"level": level}, headers=merchant
-    )
     await expect(response, HTTPStatus.OK)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from http import HTTPStatus
@@ -14,40 +13,18 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import expect, template_body
+from tests.helpers import (
+    claim,
+    claim_ok,
+    get_template,
+    new_request_id,
+    shop_url,
+    template_url,
+    wallet,
+)
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def shop_url(path: str, shop: str = "s1") -> str:
-    return f"/api/v1/shops/{shop}{path}"
-
-
-def template_url(template_id: int, suffix: str = "", shop: str = "s1") -> str:
-    return shop_url(f"/admin/coupon-templates/{template_id}{suffix}", shop)
-
-
-def new_request_id() -> str:
-    return "req-" + uuid.uuid4().hex
-
-
-async def claim(
-    client: TestClient,
-    headers: dict[str, str],
-    template_id: int,
-    request_id: str | None = None,
-    *,
-    shop: str = "s1",
-) -> Any:
-    body = {"template_id": template_id, "request_id": request_id or new_request_id()}
-    return await client.post(shop_url("/coupons/claim", shop), json=body, headers=headers)
-
-
-async def claim_ok(
-    client: TestClient, headers: dict[str, str], template_id: int, *, shop: str = "s1"
-) -> dict[str, Any]:
-    response = await claim(client, headers, template_id, shop=shop)
-    return (await expect(response, HTTPStatus.CREATED))["coupon"]
-
-
 async def claim_by_code(
     client: TestClient,
     headers: dict[str, str],
@@ -67,23 +44,8 @@ async def wallet_page(
     return await expect(response, HTTPStatus.OK)
 
 
-async def wallet(
-    client: TestClient, headers: dict[str, str], status: str | None = None, shop: str = "s1"
-) -> list[dict[str, Any]]:
-    params = {"limit": "100"} if status is None else {"limit": "100", "status": status}
-    return (await wallet_page(client, headers, shop, **params))["items"]
-
-
 def ids_of(items: list[dict[str, Any]]) -> list[Any]:
     return [item["coupon_id"] for item in items]
-
-
-async def get_template(
-    client: TestClient, merchant: dict[str, str], template_id: int
-) -> dict[str, Any]:
-    return await expect(
-        await client.get(template_url(template_id), headers=merchant), HTTPStatus.OK
-    )
 
 
 def code_file(text: str | bytes, name: str = "codes.txt") -> aiohttp.FormData:

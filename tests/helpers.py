@@ -1,0 +1,129 @@
+"""Request helpers shared by the HTTP test modules (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import expect, template_body
+
+
+# --- paths and ids ---------------------------------------------------------------------------
+def shop_url(path: str, shop: str = "s1") -> str:
+    return f"/api/v1/shops/{shop}{path}"
+
+
+def template_url(template_id: int, suffix: str = "", shop: str = "s1") -> str:
+    return shop_url(f"/admin/coupon-templates/{template_id}{suffix}", shop)
+
+
+def new_request_id() -> str:
+    return "req-" + uuid.uuid4().hex
+
+
+def when(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.tzinfo is not None, value
+    return parsed
+
+
+# --- replies ---------------------------------------------------------------------------------
+async def field_error(response: Any, field: str) -> dict[str, Any]:
+    """Assert a 400 VALIDATION_FAILED whose details name ``field``; return the details."""
+    body = await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
+    details = body["error"]["details"]
+    assert field in details, body
+    return details
+
+
+# --- claims and the wallet -------------------------------------------------------------------
+async def claim(
+    client: TestClient,
+    headers: dict[str, str],
+    template_id: int,
+    request_id: str | None = None,
+    *,
+    shop: str = "s1",
+    **extra: Any,
+) -> Any:
+    """POST a widget claim; a fresh request_id unless one is given."""
+    body = {"template_id": template_id, "request_id": request_id or new_request_id(), **extra}
+    return await client.post(shop_url("/coupons/claim", shop), json=body, headers=headers)
+
+
+async def claim_ok(
+    client: TestClient, headers: dict[str, str], template_id: int, **kwargs: Any
+) -> dict[str, Any]:
+    """Claim and assert 201; return the coupon."""
+    body = await expect(await claim(client, headers, template_id, **kwargs), HTTPStatus.CREATED)
+    return body["coupon"]
+
+
+async def wallet(
+    client: TestClient, headers: dict[str, str], status: str | None = None, shop: str = "s1"
+) -> list[dict[str, Any]]:
+    """GET /me/coupons (up to 100, of ``status`` if given) and assert 200; return the items."""
+    params = {"limit": "100"} if status is None else {"limit": "100", "status": status}
+    body = await expect(
+        await client.get(shop_url("/me/coupons", shop), params=params, headers=headers),
+        HTTPStatus.OK,
+    )
+    return body["items"]
+
+
+# --- merchant admin --------------------------------------------------------------------------
+async def create_template(
+    client: TestClient, clock: Any, headers: dict[str, str], shop: str = "s1", **overrides: Any
+) -> dict[str, Any]:
+    """Create a template through ``client`` (for apps built with other settings)."""
+    response = await client.post(
+        shop_url("/admin/coupon-templates", shop),
+        json=template_body(clock, **overrides),
+        headers=headers,
+    )
+    return await expect(response, HTTPStatus.CREATED)
+
+
+async def get_template(
+    client: TestClient, merchant: dict[str, str], template_id: int
+) -> dict[str, Any]:
+    return await expect(
+        await client.get(template_url(template_id), headers=merchant), HTTPStatus.OK
+    )
+
+
+async def set_status(
+    client: TestClient, merchant: dict[str, str], template_id: int, status: str
+) -> None:
+    response = await client.patch(
+        template_url(template_id), json={"status": status}, headers=merchant
+    )
+    await expect(response, HTTPStatus.OK)
+
+
+async def enrol(client: TestClient, merchant: dict[str, str], user_id: str, level: int) -> None:
+    response = await client.put(
+        shop_url(f"/admin/members/{user_id}"), json={"level": level}, headers=merchant
+    )
+    await expect(response, HTTPStatus.OK)
+
+
+async def put_product(
+    client: TestClient,
+    merchant: dict[str, str],
+    product_id: str,
+    list_price: int,
+    *,
+    shop: str = "s1",
+    **fields: Any,
+) -> dict[str, Any]:
+    """PUT a product titled ``商品 {product_id}`` unless ``fields`` say otherwise; assert 200."""
+    body = {"title": f"商品 {product_id}", "list_price": list_price, **fields}
+    response = await client.put(
+        shop_url(f"/admin/products/{product_id}", shop), json=body, headers=merchant
+    )
+    return await expect(response, HTTPStatus.OK)

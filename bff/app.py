@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -129,6 +130,12 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         await gate.close()
 
 
+def _price_channel(settings: Settings) -> str:
+    """Pub/sub ignores the db number: name the channel after the Redis db in use."""
+    db = urlsplit(settings.redis.url).path.strip("/") or "0"
+    return f"bff:{db}:prices-changed"
+
+
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     db, clock, settings, gate = app[DB], app[CLOCK], app[SETTINGS], app[GATE]
     templates = TemplateService(db, clock, settings.shop.default_claim_page)
@@ -159,7 +166,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LIVE_PRICES] = LivePriceService(db, clock)
     app[AUTO_CLAIM] = AutoClaimService(claims, wallet, prices)
     cache = ReplyCache(settings.cache.ttl_seconds, clock)
-    invalidator = Invalidator(cache, gate.publish)
+    invalidator = Invalidator(cache, gate.publish, _price_channel(settings))
     app[REPLY_CACHE] = cache
     app[INVALIDATOR] = invalidator
     listener = asyncio.get_running_loop().create_task(listen(gate.subscribe, invalidator))

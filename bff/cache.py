@@ -49,6 +49,9 @@ class ReplyCache:
             self._entries.clear()  # bounded memory; everything is rebuilt within one read
         self._entries[(shop_id, key)] = (self._now() + self.ttl, body)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def clear_shop(self, shop_id: str) -> None:
         for entry_key in [k for k in self._entries if k[0] == shop_id]:
             del self._entries[entry_key]
@@ -64,32 +67,45 @@ class ReplyCache:
 class Invalidator:
     """Clears a shop's cached replies here and, through the gate, in every process."""
 
-    CHANNEL = "bff:prices-changed"
-
-    def __init__(self, cache: ReplyCache, publish: Callable[[str, str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        cache: ReplyCache,
+        publish: Callable[[str, str], Awaitable[None]],
+        channel: str = "bff:prices-changed",
+    ) -> None:
         self.cache = cache
         self.publish = publish
+        # Pub/sub ignores the Redis db number: the channel names the deployment's db.
+        self.channel = channel
 
     async def shop_changed(self, shop_id: str) -> None:
         self.cache.clear_shop(shop_id)
         try:
-            await self.publish(self.CHANNEL, shop_id)
+            await self.publish(self.channel, shop_id)
         except Exception:  # other processes fall back on the TTL
             log.warning("could not publish a price change", exc_info=True)
 
     def on_message(self, shop_id: str) -> None:
         self.cache.clear_shop(shop_id)
 
+    def subscribed(self) -> None:
+        """(Re)subscribed: messages sent while away are lost, so forget everything."""
+        self.cache.clear()
+
 
 async def listen(
-    subscribe: Callable[[str, Callable[[str], None]], Awaitable[None]], invalidator: Invalidator
+    subscribe: Callable[[str, Callable[[str], None], Callable[[], None]], Awaitable[None]],
+    invalidator: Invalidator,
 ) -> None:
-    """Run the subscription until cancelled, reconnecting after a lost connection."""
+    """Run the subscription until cancelled, reconnecting with backoff after a loss."""
+    delay = 0.5
     while True:
         try:
-            await subscribe(Invalidator.CHANNEL, invalidator.on_message)
+            await subscribe(invalidator.channel, invalidator.on_message, invalidator.subscribed)
+            delay = 0.5
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.warning("price-change subscription lost; retrying", exc_info=True)
-            await asyncio.sleep(1.0)
+        except Exception as exc:
+            log.warning("price-change subscription lost (%s); retrying", type(exc).__name__)
+            delay = min(delay * 2, 30.0)
+        await asyncio.sleep(delay)

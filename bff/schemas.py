@@ -24,6 +24,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_LIMIT = 100
 # Ids are BIGINT: a larger number is a 400, never an overflow deeper down.
 MAX_ID = 2**63 - 1
+MAX_CENTS = 10_000_000_000
 DEFAULT_LIMIT = 20
 
 
@@ -40,7 +41,17 @@ class Int(fields.Integer):
 
 
 class Cents(Int):
-    """Money: a whole number of cents (分)."""
+    """Money: a whole number of cents (分), at most 100 million yuan.
+
+    The cap keeps totals (price x quantity x 50 lines) within 2^53, what a
+    JavaScript front end represents exactly, and within BIGINT.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        cents = super()._deserialize(value, attr, data, **kwargs)
+        if cents > MAX_CENTS:
+            raise ValidationError(f"Must be at most {MAX_CENTS} cents.")
+        return cents
 
 
 class Bool(fields.Boolean):

@@ -8,6 +8,7 @@ tests mint a shopper's token after moving the clock.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
@@ -393,3 +394,75 @@ async def test_preview_outside_the_window_is_normal(
     assert price["exclusive_price"] is None, price
     (entry,) = price["coupons"]
     assert_held(entry, coupon["coupon_id"], 1000)
+
+
+async def test_exclusive_price_must_beat_the_promotion_price(client, merchant, clock):
+    await put_product(client, merchant, "p1", 10000, promo_price=8000)
+    start = clock.now()
+    body = {
+        "items": [
+            {
+                "product_id": "p1",
+                "exclusive_price": 9000,
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=1)).isoformat(),
+            }
+        ]
+    }
+    response = await client.put(
+        shop_url("/admin/live-rooms/r1/prices"), json=body, headers=merchant
+    )
+    details = (await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED"))["error"][
+        "details"
+    ]
+    assert "items.0.exclusive_price" in details
+
+
+async def test_live_price_never_above_a_lowered_normal_price(client, merchant, clock):
+    await put_product(client, merchant, "p1", 10000)
+    start = clock.now()
+    body = {
+        "items": [
+            {
+                "product_id": "p1",
+                "exclusive_price": 9000,
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=1)).isoformat(),
+            }
+        ]
+    }
+    await expect(
+        await client.put(shop_url("/admin/live-rooms/r1/prices"), json=body, headers=merchant),
+        HTTPStatus.OK,
+    )
+    await put_product(client, merchant, "p1", 5000)
+    response = await client.get(shop_url("/products/p1"), params={"live_room_id": "r1"})
+    price = (await expect(response, HTTPStatus.OK))["price"]
+    assert price["final_price"] == 5000 and price["saving"] == 0
+
+
+async def test_concurrent_puts_to_one_room_never_fail(client, merchant, clock):
+    await put_product(client, merchant, "p1", 10000)
+    start = clock.now()
+
+    def body(price):
+        return {
+            "items": [
+                {
+                    "product_id": "p1",
+                    "exclusive_price": price,
+                    "starts_at": start.isoformat(),
+                    "ends_at": (start + timedelta(hours=1)).isoformat(),
+                }
+            ]
+        }
+
+    responses = await asyncio.gather(
+        *(
+            client.put(
+                shop_url("/admin/live-rooms/r1/prices"), json=body(5000 + n), headers=merchant
+            )
+            for n in range(8)
+        )
+    )
+    assert sorted(r.status for r in responses) == [HTTPStatus.OK] * 8

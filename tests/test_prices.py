@@ -596,12 +596,26 @@ CLAIMABLE = {
 async def test_anonymous_price_offers_claimable_templates(
     client, merchant, make_template, clock, case
 ):
-    await put_product(client, merchant, "p1", 10000)
     template = await make_template(benefit=no_threshold(3000), **CLAIMABLE[case](clock))
+    # An auto-only coupon is claimed by opening a product that lists it.
+    auto = [template["id"]] if case == "auto_only" else []
+    await put_product(client, merchant, "p1", 10000, auto_claim_template_ids=auto)
     price = await price_of(client, "p1")
     assert_price(price, list_price=10000, final=7000)
     (entry,) = price["coupons"]
     assert_claimable(entry, template["id"], 3000)
+
+
+async def test_auto_only_coupon_does_not_count_on_products_that_do_not_list_it(
+    client, merchant, make_template, user
+):
+    template = await make_template(benefit=no_threshold(1000), claim_methods=["auto"])
+    await put_product(client, merchant, "pA", 10000, auto_claim_template_ids=[template["id"]])
+    await put_product(client, merchant, "pB", 10000)
+    assert (await price_of(client, "pA"))["final_price"] == 9000
+    for headers in (None, user):
+        price = await price_of(client, "pB", headers)
+        assert price["final_price"] == 10000 and price["coupons"] == []
 
 
 async def test_claimable_then_held_after_claiming(client, merchant, make_template, user):
@@ -1238,3 +1252,31 @@ async def test_auto_claim_bad_request_id(client, auto_product, user):
     )
     await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
     assert await wallet(client, user) == []
+
+
+async def test_auto_claim_issues_nothing_new_on_reopening_even_with_a_higher_limit(
+    client, merchant, make_template, user
+):
+    template = await make_template(
+        benefit=no_threshold(1000), claim_methods=["auto"], per_user_limit=3
+    )
+    await put_product(client, merchant, "p1", 10000, auto_claim_template_ids=[template["id"]])
+    url = shop_url("/products/p1/auto-claim")
+    first = await expect(
+        await client.post(url, json={"request_id": "open-1"}, headers=user), HTTPStatus.OK
+    )
+    assert len(first["claimed"]) == 1
+    again = await expect(
+        await client.post(url, json={"request_id": "open-2"}, headers=user), HTTPStatus.OK
+    )
+    assert again["claimed"] == []
+    assert again["skipped"] == [{"template_id": template["id"], "reason": "ALREADY_CLAIMED"}]
+
+
+async def test_money_above_the_cap_is_400(client, merchant):
+    response = await client.put(
+        shop_url("/admin/products/p1"),
+        json={"title": "t", "list_price": 10**20},
+        headers=merchant,
+    )
+    await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")

@@ -77,8 +77,11 @@ class Gate(Protocol):
         """Tell every process listening on ``channel``."""
         ...
 
-    async def subscribe(self, channel: str, handler: Callable[[str], None]) -> None:
-        """Call ``handler`` for each message until cancelled (or the connection is lost)."""
+    async def subscribe(
+        self, channel: str, handler: Callable[[str], None], on_subscribed: Callable[[], None]
+    ) -> None:
+        """Call ``on_subscribed`` once listening, then ``handler`` for each message, until
+        cancelled (or the connection is lost)."""
         ...
 
     async def set_flag(self, key: str, ttl_seconds: float) -> None: ...

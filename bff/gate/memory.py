@@ -96,8 +96,11 @@ class MemoryGate:
         for handler in list(self._listeners.get(channel, ())):
             handler(message)
 
-    async def subscribe(self, channel: str, handler: Callable[[str], None]) -> None:
+    async def subscribe(
+        self, channel: str, handler: Callable[[str], None], on_subscribed: Callable[[], None]
+    ) -> None:
         self._listeners.setdefault(channel, []).append(handler)
+        on_subscribed()
         try:
             await asyncio.Event().wait()  # until cancelled
         finally:

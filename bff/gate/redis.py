@@ -108,12 +108,18 @@ class RedisGate:
     async def publish(self, channel: str, message: str) -> None:
         await self.client.publish(channel, message)
 
-    async def subscribe(self, channel: str, handler: Callable[[str], None]) -> None:
+    async def subscribe(
+        self, channel: str, handler: Callable[[str], None], on_subscribed: Callable[[], None]
+    ) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(channel)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            on_subscribed()
+            while True:
+                # A bounded wait, so the connection's health checks run even when idle
+                # (a half-open socket is noticed instead of blocking forever).
+                message = await pubsub.get_message(timeout=5.0)
+                if message is not None and message.get("type") == "message":
                     data = message["data"]
                     handler(data.decode() if isinstance(data, bytes) else str(data))
         finally:

@@ -29,12 +29,24 @@ class AutoClaimService:
 
         async def work() -> Reply:
             template_ids = await self.prices.auto_claim_templates(context.shop_id, product_id)
+            auto_held = await self.prices.auto_claimed(
+                context.shop_id, context.user_id, template_ids
+            )
             claimed: list[dict[str, Any]] = []
             skipped: list[dict[str, Any]] = []
             for template_id in template_ids:
                 template = await self.claims.templates.get(context.shop_id, template_id)
                 if template is None:
                     skipped.append({"template_id": template_id, "reason": "NOT_FOUND"})
+                    continue
+                held = auto_held.get(template_id)
+                if held is not None:
+                    # Opening the page again issues nothing new, whatever per_user_limit
+                    # allows: auto-claim hands out one coupon per template per user.
+                    reason = (
+                        "LIMIT_REACHED" if held >= template.per_user_limit else "ALREADY_CLAIMED"
+                    )
+                    skipped.append({"template_id": template_id, "reason": reason})
                     continue
                 try:
                     result = await self.claims.attempt(

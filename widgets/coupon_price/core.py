@@ -47,7 +47,7 @@ def claimable_candidate(
     if row.status != "active" or not (row.claim_start <= now < row.claim_end):
         return None
     if not any(method in spec["claim_methods"] for method in CLAIMABLE_METHODS):
-        return None
+        return None  # which products may show an auto-only coupon: see offered_on
     if row.stock_total is not None and row.issued >= row.stock_total:
         return None
     if row.daily_limit is not None and facts.daily_issued >= row.daily_limit:
@@ -63,6 +63,14 @@ def claimable_candidate(
     if expires is None:
         return None
     return candidate_from(row.id, spec, needs_claim=True, coupon_id=None, expires_at=expires)
+
+
+def offered_on(candidate: Candidate, spec: dict[str, Any], product: Any) -> bool:
+    """A to-claim coupon counts on a product only if the shopper can claim it there:
+    from the widget anywhere, or by auto-claim on a product that lists its template."""
+    if "widget" in spec["claim_methods"]:
+        return True
+    return candidate.template_id in (product.auto_claim_template_ids or [])
 
 
 def candidate_from(

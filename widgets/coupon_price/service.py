@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.catalog import product_from_row
@@ -37,6 +37,7 @@ from widgets.coupon_price.core import (
     claimable_candidate,
     line_for,
     live_status,
+    offered_on,
     price_view,
 )
 
@@ -58,7 +59,8 @@ class PricingData:
     products: dict[str, Any]
     live: dict[str, Any] = field(default_factory=dict)
     held: list[Any] = field(default_factory=list)  # usable coupons rows (+ template spec)
-    claimable: list[Candidate] = field(default_factory=list)
+    # To-claim candidates with their template spec (for where they may be claimed).
+    claimable: list[tuple[Candidate, dict[str, Any]]] = field(default_factory=list)
 
 
 class PriceService:
@@ -116,7 +118,7 @@ class PriceService:
             line_for(
                 data.products[item["product_id"]],
                 item["quantity"],
-                self._exclusive(data, item["product_id"]),
+                self._exclusive(data, data.products[item["product_id"]]),
             )
             for item in items
         ]
@@ -158,18 +160,48 @@ class PriceService:
             raise not_found("product")
         return [int(template_id) for template_id in row.auto_claim_template_ids]
 
+    async def auto_claimed(
+        self, shop_id: str, user_id: str, template_ids: list[int]
+    ) -> dict[int, int]:
+        """For templates this user already auto-claimed: how many coupons they hold of each."""
+        if not template_ids:
+            return {}
+
+        async def work(conn: AsyncConnection) -> dict[int, int]:
+            rows = await conn.execute(
+                select(
+                    C.c.template_id,
+                    func.count(),
+                    func.sum(case((C.c.source == "auto", 1), else_=0)),
+                )
+                .where(
+                    C.c.shop_id == shop_id,
+                    C.c.user_id == user_id,
+                    C.c.template_id.in_(template_ids),
+                )
+                .group_by(C.c.template_id)
+            )
+            return {tid: int(count) for tid, count, autos in rows if int(autos or 0) > 0}
+
+        return await self.db.read(work)
+
     # --- pricing ------------------------------------------------------------------------------
     def _price(self, data: PricingData, product: Any, quantity: int) -> dict[str, Any]:
-        line = line_for(product, quantity, self._exclusive(data, product.product_id))
-        candidates = [self._held_candidate(row) for row in data.held] + data.claimable
+        line = line_for(product, quantity, self._exclusive(data, product))
+        candidates = [self._held_candidate(row) for row in data.held]
+        candidates += [c for c, spec in data.claimable if offered_on(c, spec, product)]
         return price_view(line, best_quote([line], candidates))
 
-    def _exclusive(self, data: PricingData, product_id: str) -> int | None:
-        live = data.live.get(product_id)
+    def _exclusive(self, data: PricingData, product: Any) -> int | None:
+        live = data.live.get(product.product_id)
         if live is None:
             return None
-        status = live_status(live.starts_at, live.ends_at, self.clock.now())
-        return live.exclusive_price if status == "live" else None
+        if live_status(live.starts_at, live.ends_at, self.clock.now()) != "live":
+            return None
+        # Never above the normal price: the list or promotion price may have dropped
+        # below the exclusive price since the room was set.
+        normal = product.promo_price if product.promo_price is not None else product.list_price
+        return min(live.exclusive_price, normal)
 
     @staticmethod
     def _held_candidate(row: Any) -> Candidate:
@@ -324,7 +356,7 @@ class PriceService:
                     wallet_full=wallet_full,
                 )
                 if candidate is not None:
-                    data.claimable.append(candidate)
+                    data.claimable.append((candidate, row.spec))
             return data
 
         return await self.db.read(work)

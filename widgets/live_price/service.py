@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,6 +15,7 @@ from bff.errors import validation_failed
 from widgets.coupon_price.core import live_status
 
 LIVE = tables.live_room_prices
+PUT_ATTEMPTS = 5
 P = tables.products
 
 
@@ -29,19 +31,24 @@ class LivePriceService:
 
         async def work(conn: AsyncConnection) -> dict[str, Any]:
             rows = await conn.execute(
-                select(P.c.product_id, P.c.list_price).where(
+                select(P.c.product_id, P.c.list_price, P.c.promo_price).where(
                     P.c.shop_id == shop_id, P.c.product_id.in_(ids)
                 )
             )
-            list_prices = dict(rows.all())
+            # An exclusive price must beat what everyone else pays: the promotion price
+            # when there is one, else the list price.
+            normal = {
+                pid: promo if promo is not None else list_price
+                for pid, list_price, promo in rows.all()
+            }
             errors: dict[str, list[str]] = {}
             for index, item in enumerate(items):
-                list_price = list_prices.get(item["product_id"])
-                if list_price is None:
+                price = normal.get(item["product_id"])
+                if price is None:
                     errors[f"items.{index}.product_id"] = ["No such product in this shop."]
-                elif item["exclusive_price"] >= list_price:
+                elif item["exclusive_price"] >= price:
                     errors[f"items.{index}.exclusive_price"] = [
-                        f"Must be below the list price ({list_price})."
+                        f"Must be below the product's current price ({price})."
                     ]
             if errors:
                 raise validation_failed(errors)
@@ -66,6 +73,13 @@ class LivePriceService:
                 )
             return await self._room(conn, shop_id, room_id, None)
 
+        # PUTs to one room can race (READ COMMITTED lets both delete nothing, then
+        # collide on insert): run again; the later one replaces the earlier.
+        for _ in range(PUT_ATTEMPTS - 1):
+            try:
+                return await self.db.transaction(work)
+            except sqlalchemy.exc.IntegrityError:
+                continue
         return await self.db.transaction(work)
 
     async def get(self, shop_id: str, room_id: str, product_ids: list[str]) -> dict[str, Any]:

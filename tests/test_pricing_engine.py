@@ -254,3 +254,31 @@ def test_apportion_is_exact_and_never_exceeds_a_weight(weights, data):
     shares = apportion(total, weights)
     assert sum(shares) == total
     assert all(0 <= share <= weight for share, weight in zip(shares, weights, strict=True))
+
+
+def test_which_coupon_stands_for_a_template_does_not_change_the_price():
+    """Found by a 20,000-example run: same-template coupons were ordered by their keys."""
+    lines = [
+        Line("p0", 2, 4, None, "c2"),
+        Line("p1", 1, 1, None, "c1"),
+        Line("p2", 1, 1, None, "c1"),
+        Line("p3", 1, 1, None, "c2"),
+    ]
+    c2 = {"type": "categories", "categories": ["c2"]}
+    p01 = {"type": "products", "product_ids": ["p0", "p1"]}
+    candidates = [
+        coupon("k0", off(4, 5), template=2, scope=c2, stack=True, promo=False, days=1),
+        coupon("k1", off(2, 3), template=0, scope=p01, stack=True, promo=False, days=1),
+        coupon("k2", off(2, 3), template=0, scope=p01, stack=True, promo=False, days=1),
+        coupon("k3", off(4, 5), template=2, scope=c2, stack=True, promo=False, days=1),
+        coupon(
+            "k4",
+            {"type": "discount", "rate_permille": 1},
+            template=4,
+            scope=p01,
+            stack=True,
+            promo=False,
+            days=1,
+        ),
+    ]
+    assert best_quote(lines, candidates).payable == brute_force(lines, candidates) == 2

@@ -186,7 +186,9 @@ def evaluate(
             raise NotApplicable(candidate, "threshold not met")
 
     amount_off = [c for c in combo if c.benefit["type"] in AMOUNT_OFF]
-    amount_off.sort(key=lambda c: (len(scopes[c.key]), c.key))
+    # Narrowest scope first; then by template, not by coupon, so which of a template's
+    # coupons stands in a combination never changes what the combination takes off.
+    amount_off.sort(key=lambda c: (len(scopes[c.key]), c.template_id, c.key))
     for candidate in amount_off:
         indexes = scopes[candidate.key]
         wanted = _amount_off(candidate, units, indexes)

@@ -23,12 +23,19 @@ MAX_ENTRIES = 50_000
 
 class ReplyCache:
     """Expiry follows the app's clock: a reply holds a live window's status, which must
-    change when that clock passes the window's edge (and tests move the clock)."""
+    change when that clock passes the window's edge (and tests move the clock).
+
+    Misses are single-flight: concurrent requests for one key share one build. A
+    build that started before its shop was cleared is answered but not kept, so an
+    admin write's clear can never be undone by a read that began before it.
+    """
 
     def __init__(self, ttl_seconds: float, clock: Clock) -> None:
         self.ttl = ttl_seconds
         self.clock = clock
         self._entries: dict[tuple[str, str], tuple[float, bytes]] = {}
+        self._building: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._generation: dict[str, int] = {}
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
@@ -51,15 +58,35 @@ class ReplyCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        for shop_id in list(self._generation):
+            self._generation[shop_id] += 1
 
     def clear_shop(self, shop_id: str) -> None:
+        self._generation[shop_id] = self._generation.get(shop_id, 0) + 1
         for entry_key in [k for k in self._entries if k[0] == shop_id]:
             del self._entries[entry_key]
 
     async def cached(self, shop_id: str, key: str, build: Callable[[], Awaitable[bytes]]) -> bytes:
         body = self.get(shop_id, key)
-        if body is None:
+        if body is not None:
+            return body
+        entry_key = (shop_id, key)
+        pending = self._building.get(entry_key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        generation = self._generation.get(shop_id, 0)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._building[entry_key] = future
+        try:
             body = await build()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._building.pop(entry_key, None)
+        future.set_result(body)
+        if self._generation.get(shop_id, 0) == generation:
             self.put(shop_id, key, body)
         return body
 

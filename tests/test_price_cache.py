@@ -50,3 +50,25 @@ async def test_a_write_in_one_process_clears_the_other_processes_cache(two_apps)
             break
         await asyncio.sleep(0.02)
     assert body["price"]["final_price"] == 8000
+
+
+async def test_cache_builds_once_for_concurrent_misses_and_drops_builds_older_than_a_clear():
+    from bff.cache import ReplyCache
+
+    cache = ReplyCache(60, ManualClock())
+    calls = 0
+    release = asyncio.Event()
+
+    async def build() -> bytes:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return b"old"
+
+    waiting = [asyncio.ensure_future(cache.cached("s1", "k", build)) for _ in range(5)]
+    await asyncio.sleep(0)
+    cache.clear_shop("s1")  # an admin write lands while the build is running
+    release.set()
+    assert await asyncio.gather(*waiting) == [b"old"] * 5
+    assert calls == 1
+    assert cache.get("s1", "k") is None  # the pre-write build was not kept

@@ -26,7 +26,7 @@ from marshmallow import Schema, ValidationError
 
 from bff import jsonutil
 from bff.auth import Claims, Role
-from bff.errors import ApiError, forbidden, unauthenticated, validation_failed
+from bff.errors import forbidden, unauthenticated, validation_failed
 from bff.keys import CLAIMS, REPLY_CACHE
 from bff.schemas import ID_PATTERN, flatten_errors
 
@@ -249,7 +249,3 @@ async def cached_reply(
 def add_routes(app: web.Application, endpoints: list[Endpoint]) -> None:
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, make_view(endpoint))
-
-
-def field_error(name: str, message: str) -> ApiError:
-    return validation_failed({name: [message]})

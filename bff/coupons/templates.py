@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff import jsonutil
@@ -181,12 +181,6 @@ class TemplateService:
         for callback in self.on_change:
             callback(template_id)
         return template
-
-    async def count(self, shop_id: str) -> int:
-        async def work(conn: AsyncConnection) -> int:
-            return int(await conn.scalar(select(func.count()).where(T.c.shop_id == shop_id)) or 0)
-
-        return await self.db.read(work)
 
 
 def _patch_values(row: Any, changes: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 The gate answers fast what can be answered without the database: rate-limit
 windows, distinct-member counts (accounts per device), idempotency markers
-and replies, and short-lived flags such as "sold out". It is never the truth:
-every decision that issues or spends is made again by the database write, so
-a gate that lost its keys (restart, FLUSHDB) costs speed, never correctness.
+and replies, and price-change messages between processes. It is never the
+truth: every decision that issues or spends is made again by the database
+write, so a gate that lost its keys (restart, FLUSHDB) costs speed, never
+correctness.
 
 Keys carry a hash tag (``{...}``) so that each script touches one slot and
 stays valid on Redis Cluster.
@@ -83,9 +84,3 @@ class Gate(Protocol):
         """Call ``on_subscribed`` once listening, then ``handler`` for each message, until
         cancelled (or the connection is lost)."""
         ...
-
-    async def set_flag(self, key: str, ttl_seconds: float) -> None: ...
-
-    async def has_flag(self, key: str) -> bool: ...
-
-    async def clear_flag(self, key: str) -> None: ...

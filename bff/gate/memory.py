@@ -105,12 +105,3 @@ class MemoryGate:
             await asyncio.Event().wait()  # until cancelled
         finally:
             self._listeners[channel].remove(handler)
-
-    async def set_flag(self, key: str, ttl_seconds: float) -> None:
-        self._put(key, True, ttl_seconds)
-
-    async def has_flag(self, key: str) -> bool:
-        return self._get(key) is not None
-
-    async def clear_flag(self, key: str) -> None:
-        self._data.pop(key, None)

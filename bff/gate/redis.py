@@ -124,12 +124,3 @@ class RedisGate:
                     handler(data.decode() if isinstance(data, bytes) else str(data))
         finally:
             await pubsub.aclose()
-
-    async def set_flag(self, key: str, ttl_seconds: float) -> None:
-        await self.client.set(key, b"1", px=max(int(ttl_seconds * 1000), 1))
-
-    async def has_flag(self, key: str) -> bool:
-        return bool(await self.client.exists(key))
-
-    async def clear_flag(self, key: str) -> None:
-        await self.client.delete(key)

@@ -146,6 +146,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         timezone=settings.shop.timezone,
         window_ms=settings.claim.batch_window_ms,
         batch_max=settings.claim.batch_max,
+        sold_out_seconds=settings.claim.sold_out_seconds,
     )
     wallet = WalletService(db, clock, settings.wallet.expiring_soon_days)
     claims = ClaimService(

@@ -111,6 +111,9 @@ class ClaimSettings:
     # How long the batch writer gathers admitted claims before one transaction.
     batch_window_ms: float = 2.0
     batch_max: int = 200
+    # After a batch sells a template out, this process answers its claims from a
+    # lock-free read for this long (stock coming back is noticed by that read).
+    sold_out_seconds: float = 1.0
     # Template definitions are cached per process this long (admin changes apply within it).
     template_cache_seconds: float = 1.0
     # Idempotency replies are kept in the gate this long (the database keeps them for good).

@@ -25,9 +25,9 @@ from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from config.loader import Settings
-from tests.conftest import REDIS_URL, base_settings, mariadb_settings
+from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings
 from tests.helpers import claim as post_claim
-from tests.helpers import create_template, get_template, wallet
+from tests.helpers import create_template, get_template, shop_url, wallet
 
 pytestmark = pytest.mark.slow
 
@@ -287,3 +287,33 @@ async def test_two_instances_replay_one_request(instance, bearer, clock):
     assert len({body["coupon"]["coupon_id"] for _, body in results}) == 1, results
     assert sum(1 for _, body in results if body.get("replayed") is not True) == 1, results
     assert len(await wallet(first, user, status="all")) == 1
+
+
+async def test_sold_out_storm_keeps_the_order_and_stock_added_later_is_claimable(
+    client, make_template, auth, merchant
+):
+    template = await make_template(stock={"type": "limited", "total": 2})
+    holders = [auth("user", sub=f"h{n}") for n in range(2)]
+    for headers in holders:
+        await expect(await post_claim(client, headers, template["id"]), HTTPStatus.CREATED)
+    # Sold out now: a storm of newcomers and the holders themselves.
+    newcomers = [auth("user", sub=f"n{n}") for n in range(30)]
+    replies = await asyncio.gather(
+        *(post_claim(client, headers, template["id"]) for headers in newcomers + holders)
+    )
+    codes = [(await reply.json())["error"]["code"] for reply in replies]
+    assert codes[:30] == ["SOLD_OUT"] * 30
+    assert codes[30:] == ["LIMIT_REACHED"] * 2  # the order holds on the sold-out path
+    # More stock: claimable at once, not after the sold-out flag runs out.
+    response = await client.patch(
+        shop_url(f"/admin/coupon-templates/{template['id']}"),
+        json={"stock": {"type": "limited", "total": 3}},
+        headers=merchant,
+    )
+    await expect(response, HTTPStatus.OK)
+    await expect(await post_claim(client, newcomers[0], template["id"]), HTTPStatus.CREATED)
+    after = await expect(
+        await post_claim(client, newcomers[1], template["id"]), HTTPStatus.CONFLICT
+    )
+    assert after["error"]["code"] == "SOLD_OUT"
+    assert (await get_template(client, merchant, template["id"]))["issued"] == 3

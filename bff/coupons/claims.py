@@ -104,6 +104,7 @@ class ClaimService:
     def forget(self, template_id: int) -> None:
         """A template changed (admin write): drop what this process remembered of it."""
         self.templates.forget(template_id)
+        self.ledger.forget(template_id)
 
     # --- public operations --------------------------------------------------------------------
     async def claim(

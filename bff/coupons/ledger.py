@@ -23,6 +23,12 @@ Why it cannot oversell, whatever the gate says:
 * a request that breaks a unique key anyway (a race the checks did not
   foresee) fails alone: the batch is re-run one request at a time.
 
+Sold out. Once a batch leaves a template without stock, this process answers
+its claims for ``claim.sold_out_seconds`` from a plain read batch: no row lock,
+no write, the same decisions in the same order (a user at the limit still
+hears LIMIT_REACHED, a retry is still replayed). If that read sees stock again
+(a merchant added some, in any process), the batch takes the write path.
+
 Many processes may share one database: the row lock, not process memory,
 orders them. Deadlocks and lock timeouts are retried whole by
 :meth:`bff.db.engine.Database.transaction`.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -104,6 +111,7 @@ class Ledger:
         timezone: str,
         window_ms: float,
         batch_max: int,
+        sold_out_seconds: float = 1.0,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -114,6 +122,9 @@ class Ledger:
         self._queues: dict[int, list[IssueRequest]] = defaultdict(list)
         self._draining: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # template id -> until when this process treats it as sold out (see _refuse_sold_out)
+        self._sold_out: dict[int, float] = {}
+        self.sold_out_seconds = sold_out_seconds
 
     async def issue(self, request: IssueRequest) -> IssueResult:
         loop = asyncio.get_running_loop()
@@ -151,13 +162,48 @@ class Ledger:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    # --- sold out ---------------------------------------------------------------------------
+    def _mark_sold_out(self, template_id: int) -> None:
+        self._sold_out[template_id] = time.monotonic() + self.sold_out_seconds
+
+    def forget(self, template_id: int) -> None:
+        """The template changed (say, more stock): stop treating it as sold out."""
+        self._sold_out.pop(template_id, None)
+
+    def _seen_sold_out(self, template_id: int) -> bool:
+        until = self._sold_out.get(template_id)
+        if until is not None and until <= time.monotonic():
+            del self._sold_out[template_id]
+            return False
+        return until is not None
+
+    async def _refuse_sold_out(
+        self, template_id: int, batch: list[IssueRequest]
+    ) -> list[IssueResult] | None:
+        """Answer a batch for a template seen sold out without locking anything.
+
+        Under a flash sale most claims arrive after the stock is gone; deciding them
+        in a plain read keeps them off the template row's lock, in DOMAIN.md's order
+        (a user at the limit still hears LIMIT_REACHED). None when stock is back.
+        """
+        results = await self.db.read(
+            lambda conn: self.issue_batch(conn, template_id, batch, read_only=True)
+        )
+        if results is None:
+            self.forget(template_id)
+        return results
+
     async def _flush(
         self, template_id: int, batch: list[IssueRequest], *, alone: bool = False
     ) -> None:
         try:
-            results = await self.db.transaction(
-                lambda conn: self.issue_batch(conn, template_id, batch)
-            )
+            results = None
+            if self._seen_sold_out(template_id):
+                results = await self._refuse_sold_out(template_id, batch)
+            if results is None:
+                results = await self.db.transaction(
+                    lambda conn: self.issue_batch(conn, template_id, batch)
+                )
         except sqlalchemy.exc.IntegrityError as exc:
             if alone:
                 _fail(batch, exc)
@@ -176,19 +222,33 @@ class Ledger:
                 request.future.set_result(result)
 
     async def issue_batch(
-        self, conn: AsyncConnection, template_id: int, batch: list[IssueRequest]
-    ) -> list[IssueResult]:
-        """Decide and write a batch for one template inside the caller's transaction."""
+        self,
+        conn: AsyncConnection,
+        template_id: int,
+        batch: list[IssueRequest],
+        *,
+        read_only: bool = False,
+    ) -> list[IssueResult] | None:
+        """Decide and write a batch for one template inside the caller's transaction.
+
+        ``read_only``: for a template seen sold out, decide without any lock or write
+        (each request is refused in the usual order, or replayed); None if stock is
+        available again, and the batch must take the write path.
+        """
         now = self.clock.now()
-        template = await self._lock_template(conn, template_id)
+        template = await self._lock_template(conn, template_id, lock=not read_only)
         results: list[IssueResult | None] = [None] * len(batch)
         if template is None:
             return [IssueResult(refusal=refuse("NOT_FOUND"))] * len(batch)
+        sold_out = template.stock_total is not None and template.issued >= template.stock_total
+        if read_only and not sold_out:
+            return None
         shop_id = template.shop_id
         spec = template.spec
 
         users = sorted({r.user_id for r in batch})
-        await self._lock_wallets(conn, shop_id, users)
+        if not read_only:
+            await self._lock_wallets(conn, shop_id, users)
         # After the wallet lock: every copy of a request key is one user's, so a copy
         # committed by another process (a different template) is visible now.
         existing = await self._existing(conn, shop_id, [r.request_key for r in batch])
@@ -284,8 +344,12 @@ class Ledger:
                     "updated_at": now,
                 }
             )
+        if rows and read_only:  # pragma: no cover - stock_left <= 0 refuses every request
+            raise RuntimeError("a read-only batch decided to issue")
         if rows:
             await self._write(conn, template, rows, day, code_ids)
+        if stock_left is not None and stock_left <= 0:
+            self._mark_sold_out(template_id)
         written = await self._existing(conn, shop_id, [r.request_key for r in batch])
         new_keys = {row["request_key"] for row in rows}
         for index, request in enumerate(batch):
@@ -301,9 +365,11 @@ class Ledger:
         return [r for r in results if r is not None]
 
     # --- the statements -------------------------------------------------------------------
-    async def _lock_template(self, conn: AsyncConnection, template_id: int) -> Any:
+    async def _lock_template(
+        self, conn: AsyncConnection, template_id: int, *, lock: bool = True
+    ) -> Any:
         query = select(T).where(T.c.id == template_id)
-        if not self.db.is_sqlite:
+        if lock and not self.db.is_sqlite:
             query = query.with_for_update()
         return (await conn.execute(query)).first()
 

@@ -27,7 +27,7 @@ from marshmallow import Schema, ValidationError
 from bff import jsonutil
 from bff.auth import Claims, Role
 from bff.errors import forbidden, unauthenticated, validation_failed
-from bff.keys import CLAIMS, REPLY_CACHE
+from bff.keys import CLAIMS, INVALIDATOR, REPLY_CACHE
 from bff.schemas import ID_PATTERN, flatten_errors
 
 API_PREFIX = "/api/v1"
@@ -97,6 +97,9 @@ class Endpoint:
     multipart: bool = False
     description: str = ""
     example: Mapping[str, Any] | None = None
+    # An admin write that changes what shoppers pay: after it succeeds, cached price
+    # replies of the shop are cleared in every process (bff.cache).
+    changes_prices: bool = False
 
     @property
     def openapi_path(self) -> str:
@@ -220,6 +223,8 @@ def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
             body = load(body_schema, await read_json(request))
         query = load(query_schema, dict(request.query)) if query_schema is not None else None
         result = await endpoint.handler(Call(request, claims, body, query))
+        if endpoint.changes_prices:
+            await request.app[INVALIDATOR].shop_changed(request.match_info["shop_id"])
         if isinstance(result, web.StreamResponse):
             return result
         if endpoint.status == HTTPStatus.NO_CONTENT:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bff.catalog import ProductInSchema, ProductOutSchema
-from bff.keys import INVALIDATOR, MEMBERS, PRODUCTS
+from bff.keys import MEMBERS, PRODUCTS
 from bff.members import MemberLevelSchema, MemberSchema
 from bff.routing import MERCHANT, Call, Routes
 from bff.schemas import ID_PATTERN
@@ -19,12 +19,11 @@ routes = Routes(tag="merchant: products and members")
     body=ProductInSchema,
     reply=ProductOutSchema,
     example={"title": "保温杯", "list_price": 19900, "promo_price": 16900, "category": "cups"},
+    changes_prices=True,
 )
 async def put_product(call: Call) -> dict[str, Any]:
     """Create or replace a product."""
-    product = await call.app[PRODUCTS].put(call.shop_id, call.path("product_id"), call.body)
-    await call.app[INVALIDATOR].shop_changed(call.shop_id)
-    return product
+    return await call.app[PRODUCTS].put(call.shop_id, call.path("product_id"), call.body)
 
 
 @routes.put(

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bff.coupons.wallet import CouponSchema
 from bff.errors import validation_failed
-from bff.keys import CODES_SERVICE, GRANTS, INVALIDATOR, WALLET
+from bff.keys import CODES_SERVICE, GRANTS, WALLET
 from bff.routing import MERCHANT, Call, Routes, json_response, load, read_json
 from handlers.admin_templates import TEMPLATE_PATH
 from handlers.uploads import read_form
@@ -33,14 +33,13 @@ _grant_schema = GrantInSchema()
     reply=GenerateCodesReplySchema,
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.NOT_FOUND,),
+    changes_prices=True,
 )
 async def generate_codes(call: Call) -> dict[str, Any]:
     """Generate more codes for a template with pregenerated codes."""
-    reply = await call.app[CODES_SERVICE].generate(
+    return await call.app[CODES_SERVICE].generate(
         call.shop_id, int(call.path("template_id")), call.body["count"]
     )
-    await call.app[INVALIDATOR].shop_changed(call.shop_id)
-    return reply
 
 
 @routes.post(
@@ -53,17 +52,16 @@ async def generate_codes(call: Call) -> dict[str, Any]:
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     description="Several uploads add up; duplicates (in the file or already known) and "
     "invalid lines (empty, over 64 characters, outside A-Z a-z 0-9 -) are counted and skipped.",
+    changes_prices=True,
 )
 async def import_codes(call: Call) -> dict[str, Any]:
     """Import codes from a file, one per line."""
     text, _ = await read_form(call.request)
     if text is None:
         return _missing_file()
-    reply = await call.app[CODES_SERVICE].import_codes(
+    return await call.app[CODES_SERVICE].import_codes(
         call.shop_id, int(call.path("template_id")), text
     )
-    await call.app[INVALIDATOR].shop_changed(call.shop_id)
-    return reply
 
 
 @routes.post(

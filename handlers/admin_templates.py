@@ -11,7 +11,7 @@ from bff.coupons.schemas import (
     TemplateOutSchema,
     TemplatePatchSchema,
 )
-from bff.keys import INVALIDATOR, TEMPLATES
+from bff.keys import TEMPLATES
 from bff.routing import MERCHANT, Call, Routes
 from bff.schemas import page_reply
 
@@ -42,12 +42,11 @@ EXAMPLE_TEMPLATE = {
     status=HTTPStatus.CREATED,
     example=EXAMPLE_TEMPLATE,
     description="400 LANDING_PAGES_IDENTICAL when claim_page and redeem_page are the same page.",
+    changes_prices=True,
 )
 async def create_template(call: Call) -> dict[str, Any]:
     """Create a coupon template."""
-    template = await call.app[TEMPLATES].create(call.shop_id, call.body)
-    await call.app[INVALIDATOR].shop_changed(call.shop_id)
-    return template
+    return await call.app[TEMPLATES].create(call.shop_id, call.body)
 
 
 @routes.get(
@@ -77,10 +76,8 @@ async def get_template(call: Call) -> dict[str, Any]:
     reply=TemplateOutSchema,
     errors=NOT_FOUND,
     description="Changes status, name, description, claim_end, or increases a limited stock.",
+    changes_prices=True,
 )
 async def patch_template(call: Call) -> dict[str, Any]:
     """Change a coupon template."""
-    template_id = int(call.path("template_id"))
-    template = await call.app[TEMPLATES].patch(call.shop_id, template_id, call.body)
-    await call.app[INVALIDATOR].shop_changed(call.shop_id)
-    return template
+    return await call.app[TEMPLATES].patch(call.shop_id, int(call.path("template_id")), call.body)

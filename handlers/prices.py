@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bff.keys import AUTO_CLAIM, INVALIDATOR, LIVE_PRICES, PRICES
+from bff.keys import AUTO_CLAIM, LIVE_PRICES, PRICES
 from bff.routing import (
     MERCHANT,
     USER,
@@ -135,9 +135,8 @@ async def live_room_prices(call: Call) -> web.Response:
     body=LiveRoomInSchema,
     reply=LiveRoomSchema,
     tags=("merchant: live rooms",),
+    changes_prices=True,
 )
 async def put_live_room_prices(call: Call) -> dict[str, Any]:
     """Set a live room's exclusive prices (replaces its list)."""
-    room = await call.app[LIVE_PRICES].put(call.shop_id, call.path("room_id"), call.body["items"])
-    await call.app[INVALIDATOR].shop_changed(call.shop_id)
-    return room
+    return await call.app[LIVE_PRICES].put(call.shop_id, call.path("room_id"), call.body["items"])

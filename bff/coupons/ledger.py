@@ -45,12 +45,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.clock import Clock
 from bff.coupons.codegen import random_code
+from bff.coupons.counts import issued_on
 from bff.coupons.rules import Refusal, refuse, shop_day
 from bff.coupons.wallet import unused_counts
 from bff.db import tables
@@ -256,7 +257,9 @@ class Ledger:
         in_wallet = await unused_counts(conn, shop_id, users, now)
         day = shop_day(now, self.timezone)
         daily_issued = (
-            await self._daily_issued(conn, template_id, day) if template.daily_limit else 0
+            (await issued_on(conn, [template_id], day)).get(template_id, 0)
+            if template.daily_limit
+            else 0
         )
         stock_left = (
             None if template.stock_total is None else template.stock_total - template.issued
@@ -400,12 +403,6 @@ class Ledger:
         )
         return {user: int(slot) for user, slot in rows}
 
-    async def _daily_issued(self, conn: AsyncConnection, template_id: int, day: str) -> int:
-        value = await conn.scalar(
-            select(DAILY.c.issued).where(DAILY.c.template_id == template_id, DAILY.c.day == day)
-        )
-        return int(value or 0)
-
     async def _wanted_codes(
         self, conn: AsyncConnection, shop_id: str, template_id: int, batch: list[IssueRequest]
     ) -> dict[str, Any]:
@@ -478,12 +475,8 @@ class Ledger:
         else:
             statement = statement.on_duplicate_key_update(issued=DAILY.c.issued + count)
         await conn.execute(statement)
-        total = await conn.scalar(
-            select(DAILY.c.issued).where(
-                and_(DAILY.c.template_id == template_id, DAILY.c.day == day)
-            )
-        )
-        if int(total or 0) > limit:
+        total = (await issued_on(conn, [template_id], day)).get(template_id, 0)
+        if total > limit:
             raise RuntimeError("daily guard exceeded under the template lock")
 
 

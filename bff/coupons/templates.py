@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from marshmallow import ValidationError
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,8 +15,8 @@ from bff.coupons.codegen import insert_generated
 from bff.coupons.schemas import CODE_STOCK_TYPES
 from bff.db import tables
 from bff.db.engine import Database
+from bff.db.paging import newest_first
 from bff.errors import not_found, validation_failed
-from bff.schemas import decode_cursor, encode_cursor
 
 T = tables.coupon_templates
 
@@ -142,26 +141,10 @@ class TemplateService:
     async def list(
         self, shop_id: str, limit: int, cursor: str | None, status: str | None
     ) -> dict[str, Any]:
-        try:
-            position = decode_cursor(cursor)
-        except ValidationError as exc:
-            raise validation_failed(exc.messages) from exc
-        query = select(T).where(T.c.shop_id == shop_id).order_by(T.c.id.desc()).limit(limit + 1)
+        query = select(T).where(T.c.shop_id == shop_id)
         if status is not None:
             query = query.where(T.c.status == status)
-        if position is not None:
-            before = position.get("before")
-            if not isinstance(before, int):
-                raise validation_failed({"cursor": ["Invalid cursor."]})
-            query = query.where(T.c.id < before)
-
-        async def work(conn: AsyncConnection) -> list[Any]:
-            return list(await conn.execute(query))
-
-        rows = await self.db.read(work)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"before": rows[-1].id}) if more and rows else None
+        rows, next_cursor = await newest_first(self.db, query, T.c.id, limit, cursor)
         return {"items": [template_from_row(row) for row in rows], "next_cursor": next_cursor}
 
     async def patch(

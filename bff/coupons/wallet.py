@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,8 +13,9 @@ from bff.clock import Clock
 from bff.coupons.schemas import BENEFIT_SCHEMAS
 from bff.db import tables
 from bff.db.engine import Database
-from bff.errors import conflict, not_found, validation_failed
-from bff.schemas import Discriminated, PageQuery, decode_cursor, encode_cursor
+from bff.db.paging import newest_first
+from bff.errors import conflict, not_found
+from bff.schemas import Discriminated, PageQuery
 
 C = tables.coupons
 T = tables.coupon_templates
@@ -104,16 +105,10 @@ class WalletService:
         self, shop_id: str, user_id: str, status: str, limit: int, cursor: str | None
     ) -> dict[str, Any]:
         now = self.clock.now()
-        try:
-            position = decode_cursor(cursor)
-        except ValidationError as exc:
-            raise validation_failed(exc.messages) from exc
         query = (
             select(C, T.c.name.label("template_name"), T.c.spec.label("template_spec"))
             .join(T, T.c.id == C.c.template_id)
             .where(C.c.shop_id == shop_id, C.c.user_id == user_id)
-            .order_by(C.c.id.desc())
-            .limit(limit + 1)
         )
         if status == "usable":
             query = query.where(C.c.status == "unused", C.c.valid_to > now)
@@ -121,23 +116,11 @@ class WalletService:
             query = query.where(C.c.status == "used")
         elif status == "expired":
             query = query.where(C.c.status.in_(("unused", "locked")), C.c.valid_to <= now)
-        if position is not None:
-            before = position.get("before")
-            if not isinstance(before, int):
-                raise validation_failed({"cursor": ["Invalid cursor."]})
-            query = query.where(C.c.id < before)
-
-        async def work(conn: AsyncConnection) -> list[Any]:
-            return list(await conn.execute(query))
-
-        rows = await self.db.read(work)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, next_cursor = await newest_first(self.db, query, C.c.id, limit, cursor)
         items = [
             coupon_view(row, row.template_name, row.template_spec, now, self.expiring_days)
             for row in rows
         ]
-        next_cursor = encode_cursor({"before": rows[-1].id}) if more and rows else None
         return {"items": items, "next_cursor": next_cursor}
 
     async def revoke(self, shop_id: str, coupon_id: int) -> dict[str, Any]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.catalog import fetch_product
 from bff.clock import Clock
+from bff.coupons.counts import held_per_template, issued_on
 from bff.coupons.rules import MemberView, audience_refusal, needs_membership, shop_day
 from bff.coupons.templates import template_from_row
 from bff.coupons.wallet import unused_counts
@@ -21,7 +22,6 @@ from widgets.claim.core import Viewer, in_scope, widget_state
 
 T = tables.coupon_templates
 C = tables.coupons
-DAILY = tables.template_daily
 # Templates whose claim window ended longer ago than this no longer show.
 ENDED_SHOWN_FOR = timedelta(days=1)
 
@@ -61,12 +61,12 @@ class ClaimWidgetService:
                 and in_scope(row.spec["scope"], product_id, category)
             ]
             ids = [row.id for row in templates]
-            daily = await _daily_issued(conn, ids, day)
+            daily = await issued_on(conn, ids, day)
             held: dict[int, int] = {}
             viewer = Viewer(signed_in=False)
             member: MemberView | None = None
             if user_id is not None:
-                held = await _held(conn, shop_id, user_id, ids)
+                held = await held_per_template(conn, shop_id, user_id, ids)
                 in_wallet = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
                 row = await fetch_member(conn, shop_id, user_id)
                 if row is not None:
@@ -113,27 +113,3 @@ class ClaimWidgetService:
             return {"claim_page": self.settings.shop.default_claim_page, "coupons": coupons}
 
         return await self.db.read(work)
-
-
-async def _daily_issued(conn: AsyncConnection, ids: list[int], day: str) -> dict[int, int]:
-    if not ids:
-        return {}
-    rows = await conn.execute(
-        select(DAILY.c.template_id, DAILY.c.issued).where(
-            DAILY.c.template_id.in_(ids), DAILY.c.day == day
-        )
-    )
-    return {template_id: issued for template_id, issued in rows}
-
-
-async def _held(
-    conn: AsyncConnection, shop_id: str, user_id: str, ids: list[int]
-) -> dict[int, int]:
-    if not ids:
-        return {}
-    rows = await conn.execute(
-        select(C.c.template_id, func.count())
-        .where(C.c.shop_id == shop_id, C.c.user_id == user_id, C.c.template_id.in_(ids))
-        .group_by(C.c.template_id)
-    )
-    return {template_id: int(count) for template_id, count in rows}

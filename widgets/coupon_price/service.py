@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.catalog import product_from_row
 from bff.clock import Clock
+from bff.coupons.counts import held_per_template, issued_on
 from bff.coupons.rules import MemberView, shop_day
 from bff.coupons.wallet import coupon_status, unused_counts
 from bff.db import tables
@@ -44,7 +45,6 @@ from widgets.coupon_price.core import (
 P = tables.products
 T = tables.coupon_templates
 C = tables.coupons
-DAILY = tables.template_daily
 LIVE = tables.live_room_prices
 
 _REASONS = {
@@ -316,29 +316,9 @@ class PriceService:
                 return data
             ids = [row.id for row in templates]
             day = shop_day(now, settings.shop.timezone)
-            daily = dict(
-                (
-                    await conn.execute(
-                        select(DAILY.c.template_id, DAILY.c.issued).where(
-                            DAILY.c.template_id.in_(ids), DAILY.c.day == day
-                        )
-                    )
-                ).all()
-            )
+            daily = await issued_on(conn, ids, day)
             if user_id is not None:
-                held_counts = dict(
-                    (
-                        await conn.execute(
-                            select(C.c.template_id, func.count())
-                            .where(
-                                C.c.shop_id == shop_id,
-                                C.c.user_id == user_id,
-                                C.c.template_id.in_(ids),
-                            )
-                            .group_by(C.c.template_id)
-                        )
-                    ).all()
-                )
+                held_counts = await held_per_template(conn, shop_id, user_id, ids)
                 unused = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
                 wallet_full = unused >= settings.wallet.max_unused_per_shop
                 member_row = await fetch_member(conn, shop_id, user_id)

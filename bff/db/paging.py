@@ -1,0 +1,40 @@
+"""Keyset paging for the API's lists: ``{"items": [...], "next_cursor": ...}``, newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import ColumnElement, Select
+
+from bff.db.engine import Database
+from bff.errors import validation_failed
+from bff.schemas import decode_cursor, encode_cursor
+
+
+async def newest_first(
+    db: Database, query: Select[Any], id_column: ColumnElement[int], limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """One page of ``query`` by descending id, and the cursor of the next page (or None).
+
+    A cursor that was not made here is a 400 on the ``cursor`` field.
+    """
+    try:
+        position = decode_cursor(cursor)
+    except ValidationError as exc:
+        raise validation_failed(exc.messages) from exc
+    if position is not None:
+        before = position.get("before")
+        if not isinstance(before, int):
+            raise validation_failed({"cursor": ["Invalid cursor."]})
+        query = query.where(id_column < before)
+    query = query.order_by(id_column.desc()).limit(limit + 1)
+
+    async def work(conn: Any) -> list[Any]:
+        return list(await conn.execute(query))
+
+    rows = await db.read(work)
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor({"before": rows[-1].id})

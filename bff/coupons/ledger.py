@@ -80,6 +80,8 @@ class IssueRequest:
     code: str | None = None
     # Merchant grants skip the claim window (they are not claims).
     check_window: bool = True
+    # Gift packs grant one coupon of each template whatever its per_user_limit.
+    check_limit: bool = True
     future: asyncio.Future[IssueResult] | None = field(default=None, repr=False)
 
 
@@ -137,6 +139,19 @@ class Ledger:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(request.future)
+
+    async def issue_in(self, conn: AsyncConnection, request: IssueRequest) -> IssueResult:
+        """Issue one coupon inside the caller's transaction (no batching).
+
+        For writes that must commit together with something else: a points exchange
+        (points deducted in the same transaction) or a gift pack (several templates,
+        all or nothing). The same locks, checks and guards as a batch; the caller
+        rolls back when the result is a refusal. Lock templates in id order first
+        when issuing from several, as batches lock one template then wallets.
+        """
+        results = await self.issue_batch(conn, request.template_id, [request])
+        assert results is not None  # only read-only batches answer None
+        return results[0]
 
     async def close(self) -> None:
         """Let queued batches finish (the app is stopping)."""
@@ -291,7 +306,7 @@ class Ledger:
                 elif code_row.coupon_id is not None or request.code in code_ids:
                     refusal = refuse("ALREADY_CLAIMED")
             user_slot = held.get(request.user_id, 0)
-            if refusal is None and user_slot >= template.per_user_limit:
+            if refusal is None and request.check_limit and user_slot >= template.per_user_limit:
                 refusal = refuse("LIMIT_REACHED")
             if refusal is None and in_wallet.get(request.user_id, 0) >= self.wallet_cap:
                 refusal = refuse("WALLET_FULL")

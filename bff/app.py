@@ -50,6 +50,7 @@ from bff.keys import (
     MEMBERS,
     METRICS,
     OPENAPI,
+    PACKS,
     PRICES,
     PRODUCTS,
     REPLY_CACHE,
@@ -62,6 +63,7 @@ from bff.members import MemberService
 from bff.metrics import Metrics
 from bff.middlewares import observe_middleware
 from bff.openapi import render_openapi
+from bff.packs.service import PackService
 from bff.routing import add_routes
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
@@ -155,7 +157,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     templates.on_change.append(claims.forget)
     app[TEMPLATES] = templates
     app[PRODUCTS] = ProductService(db, clock)
-    app[MEMBERS] = MemberService(db, clock)
+    members = MemberService(db, clock)
+    app[MEMBERS] = members
     app[LEDGER] = ledger
     app[WALLET] = wallet
     app[CLAIMS_SERVICE] = claims
@@ -166,6 +169,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PRICES] = prices
     app[LIVE_PRICES] = LivePriceService(db, clock)
     app[AUTO_CLAIM] = AutoClaimService(claims, wallet, prices)
+    app[PACKS] = PackService(
+        db,
+        clock,
+        gate,
+        ledger,
+        wallet,
+        members,
+        wallet_cap=settings.wallet.max_unused_per_shop,
+        idempotency_ttl_seconds=settings.claim.idempotency_ttl_seconds,
+    )
     cache = ReplyCache(settings.cache.ttl_seconds, clock)
     invalidator = Invalidator(cache, gate.publish, _price_channel(settings))
     app[REPLY_CACHE] = cache

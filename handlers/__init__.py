@@ -6,8 +6,10 @@ from bff.routing import Endpoint
 from handlers import (
     admin_catalog,
     admin_coupons,
+    admin_packs,
     admin_templates,
     claim,
+    member_center,
     prices,
     session,
     system,
@@ -15,5 +17,15 @@ from handlers import (
 
 
 def all_endpoints() -> list[Endpoint]:
-    modules = (system, session, claim, prices, admin_templates, admin_coupons, admin_catalog)
+    modules = (
+        system,
+        session,
+        claim,
+        prices,
+        member_center,
+        admin_templates,
+        admin_coupons,
+        admin_catalog,
+        admin_packs,
+    )
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

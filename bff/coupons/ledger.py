@@ -64,6 +64,7 @@ T = tables.coupon_templates
 CODES = tables.coupon_codes
 DAILY = tables.template_daily
 W = tables.wallets
+X = tables.exclusive_takes
 
 
 @dataclass
@@ -264,11 +265,15 @@ class Ledger:
 
         users = sorted({r.user_id for r in batch})
         if not read_only:
-            await self._lock_wallets(conn, shop_id, users)
+            await self.lock_wallets(conn, shop_id, users)
         # After the wallet lock: every copy of a request key is one user's, so a copy
         # committed by another process (a different template) is visible now.
         existing = await self._existing(conn, shop_id, [r.request_key for r in batch])
         held = await self._held_slots(conn, template_id, users)
+        # New-member exclusives: one of them per member, once, ever (under the wallet lock,
+        # which every writer of this user's coupons holds).
+        exclusive = bool(spec.get("new_member_exclusive"))
+        took_exclusive = await self._exclusive_takers(conn, shop_id, users) if exclusive else set()
         in_wallet = await unused_counts(conn, shop_id, users, now)
         day = shop_day(now, self.timezone)
         daily_issued = (
@@ -308,6 +313,13 @@ class Ledger:
             user_slot = held.get(request.user_id, 0)
             if refusal is None and request.check_limit and user_slot >= template.per_user_limit:
                 refusal = refuse("LIMIT_REACHED")
+            if (
+                refusal is None
+                and exclusive
+                and request.source != "gift_pack"
+                and request.user_id in took_exclusive
+            ):
+                refusal = refuse("ALREADY_CLAIMED", reason="new_member_exclusive")
             if refusal is None and in_wallet.get(request.user_id, 0) >= self.wallet_cap:
                 refusal = refuse("WALLET_FULL")
             if refusal is None and stock_left is not None and stock_left <= 0:
@@ -339,6 +351,8 @@ class Ledger:
                 )
             valid_from, valid_to = validity_window(spec, now)
             held[request.user_id] = user_slot + 1
+            if exclusive and request.source != "gift_pack":
+                took_exclusive.add(request.user_id)
             in_wallet[request.user_id] = in_wallet.get(request.user_id, 0) + 1
             if stock_left is not None:
                 stock_left -= 1
@@ -366,6 +380,8 @@ class Ledger:
             raise RuntimeError("a read-only batch decided to issue")
         if rows:
             await self._write(conn, template, rows, day, code_ids)
+            if exclusive:
+                await self._record_exclusive(conn, rows, now)
         if stock_left is not None and stock_left <= 0:
             self._mark_sold_out(template_id)
         written = await self._existing(conn, shop_id, [r.request_key for r in batch])
@@ -399,7 +415,7 @@ class Ledger:
         )
         return {row.request_key: row for row in rows}
 
-    async def _lock_wallets(self, conn: AsyncConnection, shop_id: str, users: list[str]) -> None:
+    async def lock_wallets(self, conn: AsyncConnection, shop_id: str, users: list[str]) -> None:
         if self.db.is_sqlite:
             return  # BEGIN IMMEDIATE already serializes every writer
         # An upsert takes each row's exclusive lock at once, in user order. (INSERT IGNORE
@@ -417,6 +433,31 @@ class Ledger:
             .group_by(C.c.user_id)
         )
         return {user: int(slot) for user, slot in rows}
+
+    async def _exclusive_takers(
+        self, conn: AsyncConnection, shop_id: str, users: list[str]
+    ) -> set[str]:
+        rows = await conn.execute(
+            select(X.c.user_id).where(X.c.shop_id == shop_id, X.c.user_id.in_(users))
+        )
+        return {user for (user,) in rows}
+
+    async def _record_exclusive(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime
+    ) -> None:
+        takes = [
+            {
+                "shop_id": row["shop_id"],
+                "user_id": row["user_id"],
+                "template_id": row["template_id"],
+                "request_key": row["request_key"],
+                "taken_at": now,
+            }
+            for row in rows
+            if row["source"] != "gift_pack"
+        ]
+        if takes:  # the primary key refuses a second take even if the check above raced
+            await conn.execute(X.insert(), takes)
 
     async def _wanted_codes(
         self, conn: AsyncConnection, shop_id: str, template_id: int, batch: list[IssueRequest]

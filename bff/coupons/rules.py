@@ -32,7 +32,7 @@ REFUSALS: dict[str, tuple[HTTPStatus, str]] = {
     "WALLET_FULL": (HTTPStatus.CONFLICT, "your coupon wallet is full"),
     "SOLD_OUT": (HTTPStatus.CONFLICT, "sold out"),
     "DAILY_SOLD_OUT": (HTTPStatus.CONFLICT, "sold out for today"),
-    "ALREADY_CLAIMED": (HTTPStatus.CONFLICT, "this code has already been claimed"),
+    "ALREADY_CLAIMED": (HTTPStatus.CONFLICT, "this has already been claimed"),
     "IDEMPOTENCY_CONFLICT": (
         HTTPStatus.CONFLICT,
         "this request_id was used with a different body",

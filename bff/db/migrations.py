@@ -80,6 +80,11 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(3, "binary collation for ids, keys and codes", _binary_collation),
     Migration(4, "live-room prices", _create("live_room_prices")),
+    Migration(
+        5,
+        "gift packs, popups, new-member exclusives",
+        _create("gift_packs", "gift_pack_claims", "pack_popups", "exclusive_takes", "shop_locks"),
+    ),
 ]
 
 

@@ -211,3 +211,77 @@ live_room_prices = Table(
     Index(None, "shop_id", "product_id"),
     **MYSQL_TABLE_ARGS,
 )
+
+# --- member center: gift packs, popups, new-member exclusives (migration 5) -------------------
+gift_packs = Table(
+    "gift_packs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("kind", String(12), nullable=False),  # new_member | member
+    Column("name", String(40), nullable=False),
+    Column("status", String(8), nullable=False),  # active | ended
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
+    Column("popup_starts_at", UtcDateTime, nullable=False),
+    Column("popup_ends_at", UtcDateTime, nullable=False),
+    Column("min_level", Integer, nullable=False, server_default="0"),
+    # The coupon template ids, in the merchant's order (JSON list of ints).
+    Column("template_ids", JSON, nullable=False),
+    Column("gift_template_id", BigInteger, nullable=True),
+    # Gifts set aside for this pack (礼品数, no more than the gift's stock), and given.
+    Column("gift_quantity", Integer, nullable=True),
+    Column("gifts_given", Integer, nullable=False, server_default="0"),
+    Column("claimed", Integer, nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("gifts_given <= gift_quantity", name="gifts_within_quantity"),
+    Index(None, "shop_id", "kind", "ends_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# One row per pack a user claimed: the primary key makes a pack once per user.
+gift_pack_claims = Table(
+    "gift_pack_claims",
+    metadata,
+    Column("pack_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", String(64), primary_key=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=False),
+    UniqueConstraint("shop_id", "user_id", "request_id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# One row per pack popup shown to a user: inserting it is what decides "first entry".
+pack_popups = Table(
+    "pack_popups",
+    metadata,
+    Column("pack_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", String(64), primary_key=True),
+    Column("shown_at", UtcDateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+# A member takes one new-member exclusive coupon or gift, once, ever (per shop).
+exclusive_takes = Table(
+    "exclusive_takes",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("template_id", BigInteger, nullable=False),
+    Column("request_key", String(200), nullable=False),
+    Column("taken_at", UtcDateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+# A row a writer upserts to serialize one kind of change per shop (say, creating packs of
+# one kind, so two overlapping packs cannot both pass the overlap check).
+shop_locks = Table(
+    "shop_locks",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    **MYSQL_TABLE_ARGS,
+)

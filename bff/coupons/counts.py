@@ -1,4 +1,4 @@
-"""Counts several readers need per template: issued today, and held by one user."""
+"""Counts several readers need: issued today, held by one user, exclusives taken."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from bff.db import tables
 
 C = tables.coupons
 DAILY = tables.template_daily
+X = tables.exclusive_takes
 
 
 async def issued_on(conn: AsyncConnection, template_ids: list[int], day: str) -> dict[int, int]:
@@ -35,3 +36,9 @@ async def held_per_template(
         .group_by(C.c.template_id)
     )
     return {template_id: int(count) for template_id, count in rows}
+
+
+async def took_exclusive(conn: AsyncConnection, shop_id: str, user_id: str) -> bool:
+    """Whether the user already took a new-member exclusive (one per member, ever)."""
+    query = select(X.c.template_id).where(X.c.shop_id == shop_id, X.c.user_id == user_id)
+    return (await conn.execute(query.limit(1))).first() is not None

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.catalog import fetch_product
 from bff.clock import Clock
-from bff.coupons.counts import held_per_template, issued_on
+from bff.coupons.counts import held_per_template, issued_on, took_exclusive
 from bff.coupons.rules import MemberView, audience_refusal, needs_membership, shop_day
 from bff.coupons.templates import template_from_row
 from bff.coupons.wallet import unused_counts
@@ -65,7 +65,9 @@ class ClaimWidgetService:
             held: dict[int, int] = {}
             viewer = Viewer(signed_in=False)
             member: MemberView | None = None
+            took = False
             if user_id is not None:
+                took = await took_exclusive(conn, shop_id, user_id)
                 held = await held_per_template(conn, shop_id, user_id, ids)
                 in_wallet = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
                 row = await fetch_member(conn, shop_id, user_id)
@@ -87,6 +89,8 @@ class ClaimWidgetService:
                     and needs_membership(spec)
                     and audience_refusal(spec, member) is not None
                 )
+                if spec.get("new_member_exclusive") and took:
+                    eligible = False  # one new-member exclusive per member, ever
                 state = widget_state(
                     status=row.status,
                     claim_start=row.claim_start,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.catalog import product_from_row
 from bff.clock import Clock
-from bff.coupons.counts import held_per_template, issued_on
+from bff.coupons.counts import held_per_template, issued_on, took_exclusive
 from bff.coupons.rules import MemberView, shop_day
 from bff.coupons.wallet import coupon_status, unused_counts
 from bff.db import tables
@@ -324,6 +324,9 @@ class PriceService:
                 member_row = await fetch_member(conn, shop_id, user_id)
                 if member_row is not None:
                     member = MemberView(member_row.level, member_row.left_at is None)
+                exclusive = [t for t in templates if t.spec.get("new_member_exclusive")]
+                if exclusive and await took_exclusive(conn, shop_id, user_id):
+                    templates = [t for t in templates if t not in exclusive]
             for row in templates:
                 facts = TemplateFacts(
                     row, int(daily.get(row.id, 0)), int(held_counts.get(row.id, 0))

@@ -80,6 +80,11 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(3, "binary collation for ids, keys and codes", _binary_collation),
     Migration(4, "live-room prices", _create("live_room_prices")),
+    Migration(
+        6,
+        "points ledger and exchange offers",
+        _create("points_balances", "points_ledger", "exchange_offers"),
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ from handlers import (
     admin_coupons,
     admin_templates,
     claim,
+    points,
     prices,
     session,
     system,
@@ -16,4 +17,5 @@ from handlers import (
 
 def all_endpoints() -> list[Endpoint]:
     modules = (system, session, claim, prices, admin_templates, admin_coupons, admin_catalog)
+    modules += (points,)
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

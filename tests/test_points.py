@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import update
 
-from bff.keys import GATE
+from bff.db import tables
+from bff.keys import DB, GATE
 from tests.conftest import expect, iso, template_body
 from tests.helpers import (
     claim_ok,
@@ -792,6 +794,45 @@ async def test_exchange_runs_the_risk_check_when_asked(client, merchant, auth, p
     response = await redeem(client, user, offer["id"], device={"id": "d-1"})
     await expect(response, HTTPStatus.CREATED)
     assert (await my_points(client, user))["balance"] == 900
+
+
+async def test_exchange_counts_against_the_claim_rate_limit(client_with, clock, merchant, auth):
+    client = await client_with(risk={"user_claims_per_minute": 1})
+    template = await create_template(
+        client, clock, merchant, benefit=POINTS_55, claim_methods=["points"], per_user_limit=5
+    )
+    offer = await offer_ok(client, merchant, template["id"], 100)
+    await member_with_points(client, merchant, "u1", 1000)
+    user = auth("user", sub="u1")
+    await expect(await redeem(client, user, offer["id"]), HTTPStatus.CREATED)
+    response = await redeem(client, user, offer["id"])
+    await expect(response, HTTPStatus.TOO_MANY_REQUESTS, "RATE_LIMITED")
+    assert response.headers.get("Retry-After")
+    assert (await my_points(client, user))["balance"] == 900
+
+
+async def test_a_former_member_keeps_points_but_cannot_exchange(
+    client, merchant, auth, points_offer, clock
+):
+    offer = await points_offer(100)
+    await member_with_points(client, merchant, "u1", 1000)
+
+    async def leave(conn: Any) -> None:
+        members = tables.members
+        await conn.execute(
+            update(members)
+            .where(members.c.shop_id == "s1", members.c.user_id == "u1")
+            .values(left_at=clock.now())
+        )
+
+    await client.app[DB].transaction(leave)  # DELETE /membership is issue 5's
+    user = auth("user", sub="u1")
+    body = await expect(await redeem(client, user, offer["id"]), HTTPStatus.FORBIDDEN)
+    assert body["error"]["code"] == "NOT_ELIGIBLE"
+    # the merchant can still correct a former member's points
+    assert (await grant(client, merchant, "u1", -50))["balance"] == 950
+    page = await exchange_page(client, user)
+    assert (page["member"], page["balance"]) == (False, 950)
 
 
 async def test_unknown_offer_is_not_found(client, merchant, auth):

@@ -41,6 +41,7 @@ from bff.keys import (
     CODES_SERVICE,
     DB,
     ENDPOINTS,
+    EXCHANGE_OFFERS,
     GATE,
     GRANTS,
     IDENTITY,
@@ -51,6 +52,8 @@ from bff.keys import (
     METRICS,
     OPENAPI,
     PACKS,
+    POINTS,
+    POINTS_EXCHANGE,
     PRICES,
     PRODUCTS,
     REPLY_CACHE,
@@ -64,6 +67,10 @@ from bff.metrics import Metrics
 from bff.middlewares import observe_middleware
 from bff.openapi import render_openapi
 from bff.packs.service import PackService
+from bff.points.exchange import ExchangeService
+from bff.points.ledger import PointsService
+from bff.points.offers import OfferService
+from bff.points.policy import Policy
 from bff.routing import add_routes
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
@@ -183,6 +190,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     invalidator = Invalidator(cache, gate.publish, _price_channel(settings))
     app[REPLY_CACHE] = cache
     app[INVALIDATOR] = invalidator
+    _points(app, ledger, claims, wallet)
     listener = asyncio.get_running_loop().create_task(listen(gate.subscribe, invalidator))
     try:
         yield
@@ -191,3 +199,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await listener
         await ledger.close()
+
+
+def _points(
+    app: web.Application, ledger: Ledger, claims: ClaimService, wallet: WalletService
+) -> None:
+    """Points: the ledger, offers under the platform policy, the exchange."""
+    db, clock, settings, gate = app[DB], app[CLOCK], app[SETTINGS], app[GATE]
+    ttl = settings.claim.idempotency_ttl_seconds
+    policy = Policy(settings.points)
+    app[TEMPLATES].checks.append(policy.raise_free_template)
+    app[POINTS] = PointsService(db, clock, gate, ttl)
+    app[EXCHANGE_OFFERS] = OfferService(db, clock, policy, settings)
+    app[POINTS_EXCHANGE] = ExchangeService(db, clock, gate, ledger, claims, wallet, ttl)

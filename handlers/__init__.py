@@ -10,6 +10,7 @@ from handlers import (
     admin_templates,
     claim,
     member_center,
+    points,
     prices,
     session,
     system,
@@ -27,5 +28,6 @@ def all_endpoints() -> list[Endpoint]:
         admin_coupons,
         admin_catalog,
         admin_packs,
+        points,
     )
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

@@ -285,3 +285,58 @@ shop_locks = Table(
     Column("name", String(32), primary_key=True),
     **MYSQL_TABLE_ARGS,
 )
+
+# --- points (migration 6) ----------------------------------------------------------------------
+# One row per (shop, user) holding points: the row an exchange or a merchant change locks,
+# and whose conditional update (``WHERE balance + :delta >= 0``) keeps the balance from
+# going negative under any concurrency. The CHECK makes that hold for every writer.
+points_balances = Table(
+    "points_balances",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("balance >= 0", name="points_not_negative"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Append-only: one row per change, never updated or deleted. ``request_key`` is the durable
+# idempotency record of the write that made the row (unique per shop), so a retry after the
+# gate lost its keys finds the first change instead of charging or granting twice.
+points_ledger = Table(
+    "points_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("ref", String(128), nullable=True),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("request_key", String(200), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    CheckConstraint("delta <> 0", name="points_delta_not_zero"),
+    CheckConstraint("balance_after >= 0", name="points_after_not_negative"),
+    UniqueConstraint("shop_id", "request_key"),
+    Index(None, "shop_id", "user_id", "id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# A coupon template sold for points (积分兑换). NULL starts_at / ends_at follow the
+# template's own claim window; set, they narrow it.
+exchange_offers = Table(
+    "exchange_offers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("template_id", BigInteger, nullable=False),
+    Column("points_cost", BigInteger, nullable=False),
+    Column("starts_at", UtcDateTime, nullable=True),
+    Column("ends_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("points_cost > 0", name="points_cost_positive"),
+    Index(None, "shop_id", "id"),
+    **MYSQL_TABLE_ARGS,
+)

@@ -44,6 +44,7 @@ from bff.idempotency import Reply, body_hash, idempotency_conflict, run_once
 from bff.members import MemberService, fetch_member, is_new_member, member_from_row
 from bff.packs import rules
 from bff.packs.rules import PackView
+from bff.points.ledger import points_balance
 
 P = tables.gift_packs
 PC = tables.gift_pack_claims
@@ -307,10 +308,6 @@ class PackService:
             raise validation_failed(errors)
 
     # --- membership and the member center ---------------------------------------------------
-    async def points(self, shop_id: str, user_id: str) -> int:
-        """The member's points balance (the points ledger arrives with issue 6)."""
-        return 0
-
     async def join(self, shop_id: str, user_id: str) -> JoinReply:
         """Join (or rejoin); a new member sees the new-member pack, once, in the reply."""
         joined = await self.members.join(shop_id, user_id)
@@ -322,11 +319,12 @@ class PackService:
         body = {"member": joined.member, "new_member": new_member, "popup": popup}
         return JoinReply(created=joined.outcome != "already", body=body)
 
-    async def member_center(self, shop_id: str, user_id: str, points: int) -> dict[str, Any]:
+    async def member_center(self, shop_id: str, user_id: str) -> dict[str, Any]:
         now = self.clock.now()
 
-        async def work(conn: AsyncConnection) -> tuple[Any, list[Any], set[int]]:
+        async def work(conn: AsyncConnection) -> tuple[Any, int, list[Any], set[int]]:
             member = await fetch_member(conn, shop_id, user_id)
+            points = await points_balance(conn, shop_id, user_id)
             packs = list(
                 await conn.execute(
                     select(P)
@@ -340,9 +338,9 @@ class PackService:
                 )
             )
             claimed = await _claimed_packs(conn, user_id, [p.id for p in packs])
-            return member, packs, claimed
+            return member, points, packs, claimed
 
-        member, packs, claimed = await self.db.read(work)
+        member, points, packs, claimed = await self.db.read(work)
         popup = None
         if member is not None and member.left_at is None:
             popup = await self._popup(shop_id, user_id, "member", member, now)

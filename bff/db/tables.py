@@ -223,8 +223,9 @@ gift_packs = Table(
     Column("status", String(8), nullable=False),  # active | ended
     Column("starts_at", UtcDateTime, nullable=False),
     Column("ends_at", UtcDateTime, nullable=False),
-    Column("popup_starts_at", UtcDateTime, nullable=False),
-    Column("popup_ends_at", UtcDateTime, nullable=False),
+    # NULL: the popup shows for the whole pack window (and follows it when it changes).
+    Column("popup_starts_at", UtcDateTime, nullable=True),
+    Column("popup_ends_at", UtcDateTime, nullable=True),
     Column("min_level", Integer, nullable=False, server_default="0"),
     # The coupon template ids, in the merchant's order (JSON list of ints).
     Column("template_ids", JSON, nullable=False),

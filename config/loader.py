@@ -128,6 +128,12 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class RedemptionSettings:
+    # A lock (POST /redemptions) unconfirmed this long lapses and its coupons come back.
+    lock_timeout_minutes: int = 30
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     retry_after_seconds: int = 1
 
@@ -146,6 +152,7 @@ class Settings:
     risk: RiskSettings = field(default_factory=RiskSettings)
     claim: ClaimSettings = field(default_factory=ClaimSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    redemption: RedemptionSettings = field(default_factory=RedemptionSettings)
 
     @property
     def is_development(self) -> bool:
@@ -174,6 +181,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_ACCESS_LOG": ("server", "access_log"),
     "BFF_SHOP_TIMEZONE": ("shop", "timezone"),
     "BFF_WALLET_MAX_UNUSED": ("wallet", "max_unused_per_shop"),
+    "BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": ("redemption", "lock_timeout_minutes"),
 }
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -187,6 +195,7 @@ SECTIONS: dict[str, type] = {
     "risk": RiskSettings,
     "claim": ClaimSettings,
     "cache": CacheSettings,
+    "redemption": RedemptionSettings,
 }
 
 
@@ -284,6 +293,8 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"risk.{name} must not be negative")
     if not 0 < settings.claim.batch_window_ms <= 100 or settings.claim.batch_max < 1:
         raise ConfigError("claim.batch_window_ms must be in (0, 100] and claim.batch_max >= 1")
+    if settings.redemption.lock_timeout_minutes < 1:
+        raise ConfigError("redemption.lock_timeout_minutes must be at least 1")
 
 
 def redact_url(url: str) -> str:

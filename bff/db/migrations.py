@@ -80,6 +80,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(3, "binary collation for ids, keys and codes", _binary_collation),
     Migration(4, "live-room prices", _create("live_room_prices")),
+    Migration(7, "redemptions", _create("redemptions", "redemption_coupons")),
 ]
 
 

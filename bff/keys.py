@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from bff.identity import IdentityProvider
     from bff.members import MemberService
     from bff.metrics import Metrics
+    from bff.redemption.service import RedemptionService
+    from bff.redemption.stats import StatsService
     from bff.routing import Endpoint
     from config.loader import Settings
     from widgets.auto_claim.service import AutoClaimService
@@ -52,6 +54,8 @@ LIVE_PRICES: web.AppKey[LivePriceService] = web.AppKey("live_prices")
 AUTO_CLAIM: web.AppKey[AutoClaimService] = web.AppKey("auto_claim")
 REPLY_CACHE: web.AppKey[ReplyCache] = web.AppKey("reply_cache")
 INVALIDATOR: web.AppKey[Invalidator] = web.AppKey("invalidator")
+REDEMPTIONS: web.AppKey[RedemptionService] = web.AppKey("redemptions")
+STATS: web.AppKey[StatsService] = web.AppKey("stats")
 
 CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

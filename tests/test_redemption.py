@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from bff.redemption.locks import effective_status, outcome_on_release
+from config.loader import ConfigError, load_settings
 from tests.conftest import REDIS_URL, expect, iso
 from tests.helpers import (
     cancel_order,
@@ -747,3 +748,19 @@ def test_a_coupon_released_after_its_validity_comes_back_expired(clock):
     now = clock.now()
     assert outcome_on_release(now + timedelta(seconds=1), now) == "returned"
     assert outcome_on_release(now, now) == "expired"
+
+
+def test_the_lock_timeout_defaults_to_30_minutes_and_has_an_override(tmp_path):
+    assert load_settings({}, base_dir=tmp_path).redemption.lock_timeout_minutes == 30
+    settings = load_settings({"BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": "15"}, base_dir=tmp_path)
+    assert settings.redemption.lock_timeout_minutes == 15
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("0", "redemption.lock_timeout_minutes must be at least 1"), ("soon", "must be a number")],
+)
+def test_a_bad_lock_timeout_is_one_clear_line(tmp_path, value, fragment):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": value}, base_dir=tmp_path)
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)

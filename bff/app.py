@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,8 +57,10 @@ from bff.keys import (
     POINTS_EXCHANGE,
     PRICES,
     PRODUCTS,
+    REDEMPTIONS,
     REPLY_CACHE,
     SETTINGS,
+    STATS,
     TEMPLATES,
     TOKENS,
     WALLET,
@@ -71,6 +74,8 @@ from bff.points.exchange import ExchangeService
 from bff.points.ledger import PointsService
 from bff.points.offers import OfferService
 from bff.points.policy import Policy
+from bff.redemption.service import RedemptionService
+from bff.redemption.stats import StatsService
 from bff.routing import add_routes
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
@@ -157,7 +162,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         batch_max=settings.claim.batch_max,
         sold_out_seconds=settings.claim.sold_out_seconds,
     )
-    wallet = WalletService(db, clock, settings.wallet.expiring_soon_days)
+    wallet = WalletService(
+        db,
+        clock,
+        settings.wallet.expiring_soon_days,
+        timedelta(minutes=settings.redemption.lock_timeout_minutes),
+    )
     claims = ClaimService(
         db, clock, gate, ledger, build_risk_engine(settings, gate), wallet, settings
     )
@@ -186,6 +196,15 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         wallet_cap=settings.wallet.max_unused_per_shop,
         idempotency_ttl_seconds=settings.claim.idempotency_ttl_seconds,
     )
+    app[REDEMPTIONS] = RedemptionService(
+        db,
+        clock,
+        gate,
+        prices,
+        lock_timeout=timedelta(minutes=settings.redemption.lock_timeout_minutes),
+        ttl_seconds=settings.claim.idempotency_ttl_seconds,
+    )
+    app[STATS] = StatsService(db, clock)
     cache = ReplyCache(settings.cache.ttl_seconds, clock)
     invalidator = Invalidator(cache, gate.publish, _price_channel(settings))
     app[REPLY_CACHE] = cache

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from bff.points.exchange import ExchangeService
     from bff.points.ledger import PointsService
     from bff.points.offers import OfferService
+    from bff.redemption.service import RedemptionService
+    from bff.redemption.stats import StatsService
     from bff.routing import Endpoint
     from config.loader import Settings
     from widgets.auto_claim.service import AutoClaimService
@@ -60,6 +62,8 @@ PACKS: web.AppKey[PackService] = web.AppKey("packs")
 POINTS: web.AppKey[PointsService] = web.AppKey("points")
 EXCHANGE_OFFERS: web.AppKey[OfferService] = web.AppKey("exchange_offers")
 POINTS_EXCHANGE: web.AppKey[ExchangeService] = web.AppKey("points_exchange")
+REDEMPTIONS: web.AppKey[RedemptionService] = web.AppKey("redemptions")
+STATS: web.AppKey[StatsService] = web.AppKey("stats")
 
 CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

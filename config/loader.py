@@ -146,6 +146,12 @@ class PointsSettings:
 
 
 @dataclass(frozen=True)
+class RedemptionSettings:
+    # A lock (POST /redemptions) unconfirmed this long lapses and its coupons come back.
+    lock_timeout_minutes: int = 30
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     retry_after_seconds: int = 1
 
@@ -165,6 +171,7 @@ class Settings:
     claim: ClaimSettings = field(default_factory=ClaimSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     points: PointsSettings = field(default_factory=PointsSettings)
+    redemption: RedemptionSettings = field(default_factory=RedemptionSettings)
 
     @property
     def is_development(self) -> bool:
@@ -198,6 +205,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_FREE_DENOMINATIONS": ("points", "free_denominations"),
     "BFF_FREE_DENOMINATION_RULE": ("points", "free_denomination_rule"),
     "BFF_POINTS_STRENGTH_RULE": ("points", "strength_rule"),
+    "BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": ("redemption", "lock_timeout_minutes"),
 }
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -212,6 +220,7 @@ SECTIONS: dict[str, type] = {
     "claim": ClaimSettings,
     "cache": CacheSettings,
     "points": PointsSettings,
+    "redemption": RedemptionSettings,
 }
 
 
@@ -313,6 +322,8 @@ def validate(settings: Settings) -> None:
         values = getattr(settings.points, name)
         if not values or any(not 0 < v <= 100_000 for v in values):
             raise ConfigError(f"points.{name} must list whole yuan amounts from 1 to 100000")
+    if settings.redemption.lock_timeout_minutes < 1:
+        raise ConfigError("redemption.lock_timeout_minutes must be at least 1")
 
 
 def redact_url(url: str) -> str:

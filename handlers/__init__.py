@@ -7,11 +7,13 @@ from handlers import (
     admin_catalog,
     admin_coupons,
     admin_packs,
+    admin_stats,
     admin_templates,
     claim,
     member_center,
     points,
     prices,
+    redemption,
     session,
     system,
 )
@@ -29,5 +31,7 @@ def all_endpoints() -> list[Endpoint]:
         admin_catalog,
         admin_packs,
         points,
+        redemption,
+        admin_stats,
     )
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

@@ -90,6 +90,7 @@ MIGRATIONS: list[Migration] = [
         "points ledger and exchange offers",
         _create("points_balances", "points_ledger", "exchange_offers"),
     ),
+    Migration(7, "redemptions", _create("redemptions", "redemption_coupons")),
 ]
 
 

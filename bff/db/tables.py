@@ -341,3 +341,46 @@ exchange_offers = Table(
     Index(None, "shop_id", "id"),
     **MYSQL_TABLE_ARGS,
 )
+
+# --- redemption (核销) for the order system (migration 7) -----------------------------------
+# One row per order: the order id is the idempotency key (unique per shop), and the first
+# reply is kept so a retry gets the same bytes.
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("order_id", String(64), primary_key=True),
+    Column("user_id", String(64), nullable=False),
+    # locked | used | cancelled | expired (the lock lapsed before a confirm)
+    Column("status", String(10), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("live_room_id", String(64), nullable=True),
+    Column("total", BigInteger, nullable=False),
+    Column("discount", BigInteger, nullable=False),
+    Column("payable", BigInteger, nullable=False),
+    Column("locked_at", UtcDateTime, nullable=False),
+    Column("confirmed_at", UtcDateTime, nullable=True),
+    Column("cancelled_at", UtcDateTime, nullable=True),
+    Column("released_at", UtcDateTime, nullable=True),
+    CheckConstraint("discount >= 0 AND payable >= 0", name="money_not_negative"),
+    Index(None, "shop_id", "user_id", "status", "locked_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# The coupons an order holds, with the discount the engine apportioned to each: what the
+# merchant statistics sum. ``outcome`` stays NULL while the order holds the coupon; on
+# cancel or lapse it records what happened: returned | expired | not_returnable.
+redemption_coupons = Table(
+    "redemption_coupons",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("order_id", String(64), primary_key=True),
+    Column("coupon_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("template_id", BigInteger, nullable=False),
+    Column("discount", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=True),
+    CheckConstraint("discount >= 0", name="coupon_discount_not_negative"),
+    Index(None, "template_id", "order_id"),
+    **MYSQL_TABLE_ARGS,
+)

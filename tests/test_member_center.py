@@ -88,15 +88,14 @@ async def pack_templates(make_template: MakeTemplate, *stocks: int) -> list[int]
     return ids
 
 
-async def gift_template(make_template: MakeTemplate, stock: int, **overrides: Any) -> int:
-    fields: dict[str, Any] = {
-        "name": "赠品",
-        "benefit": {"type": "gift", "product_id": "gift-1"},
-        "claim_methods": ["gift_pack"],
-        "stock": {"type": "limited", "total": stock},
-        **overrides,
-    }
-    template = await make_template(**fields)
+async def gift_template(make_template: MakeTemplate, stock: int | None) -> int:
+    """A gift template (stock None: unlimited)."""
+    template = await make_template(
+        name="赠品",
+        benefit={"type": "gift", "product_id": "gift-1"},
+        claim_methods=["gift_pack"],
+        stock={"type": "unlimited"} if stock is None else {"type": "limited", "total": stock},
+    )
     return int(template["id"])
 
 
@@ -173,6 +172,15 @@ async def refused_pack(
     return body
 
 
+async def redis_flush() -> None:
+    """Lose every key the gate holds (the MariaDB backend's Redis test db)."""
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
+
+
 def outcome(status: int, body: dict[str, Any]) -> str:
     """``"201"`` or ``"409 SOLD_OUT"``: one word per reply, to count them."""
     if status == HTTPStatus.CREATED:
@@ -231,6 +239,15 @@ async def test_join_is_201_then_200(client: TestClient, clock: Any, auth: Auth) 
     again = await expect(await join(client, user), HTTPStatus.OK)
     assert again["member"] == first["member"]
     assert again["new_member"] is True
+
+
+async def test_membership_is_per_shop(client: TestClient, auth: Auth) -> None:
+    user = auth(sub="u1")
+    await joined(client, user)
+    response = await client.get(shop_url("/member-center", "s2"), headers=user)
+    assert (await expect(response, HTTPStatus.OK))["member"] is None
+    response = await client.post(shop_url("/membership", "s2"), json={}, headers=user)
+    assert (await expect(response, HTTPStatus.CREATED))["new_member"] is True
 
 
 async def test_leave_is_204_and_idempotent(client: TestClient, auth: Auth) -> None:
@@ -451,6 +468,29 @@ async def test_member_popup_once_under_concurrent_first_entries(
     assert popups == [pack["id"]], bodies
 
 
+async def test_member_popup_once_per_pack(
+    client: TestClient, clock: Any, merchant: dict[str, str], auth: Auth, make_template: Any
+) -> None:
+    now = clock.now()
+    first = await simple_pack(
+        client, clock, merchant, make_template, kind="member", ends_at=iso(now + timedelta(days=1))
+    )
+    second = await simple_pack(
+        client,
+        clock,
+        merchant,
+        make_template,
+        kind="member",
+        starts_at=iso(now + timedelta(days=2)),
+        ends_at=iso(now + timedelta(days=7)),
+    )
+    await joined(client, auth(sub="u1"))
+    assert (await member_center(client, auth(sub="u1")))["popup"]["id"] == first["id"]
+    clock.advance(timedelta(days=2))
+    assert (await member_center(client, auth(sub="u1")))["popup"]["id"] == second["id"]
+    assert (await member_center(client, auth(sub="u1")))["popup"] is None
+
+
 async def test_member_popup_not_for_a_member_below_min_level(
     client: TestClient, clock: Any, merchant: dict[str, str], auth: Auth, make_template: Any
 ) -> None:
@@ -551,6 +591,16 @@ async def test_state_claimed_wins_over_ended(
     assert state_of(await member_center(client, user), pack["id"]) == "claimed"
 
 
+async def test_state_claimed_wins_over_not_eligible(
+    client: TestClient, clock: Any, merchant: dict[str, str], auth: Auth, make_template: Any
+) -> None:
+    pack = await simple_pack(client, clock, merchant, make_template)
+    await joined(client, auth(sub="u1"))
+    await claim_pack_ok(client, auth(sub="u1"), pack["id"])
+    clock.advance(timedelta(hours=25))  # no longer a new member
+    assert state_of(await member_center(client, auth(sub="u1")), pack["id"]) == "claimed"
+
+
 async def test_state_ended_wins_over_not_eligible(
     client: TestClient, clock: Any, merchant: dict[str, str], auth: Auth, make_template: Any
 ) -> None:
@@ -641,6 +691,15 @@ async def test_pack_remaining_null_when_every_benefit_is_unlimited(
     pack = await create_pack(client, merchant, pack_body(clock, [template["id"]]))
     assert pack["remaining"] is None
     assert pack["gift"] is None
+
+
+async def test_pack_remaining_is_the_gifts_set_aside_when_stocks_are_unlimited(
+    client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
+) -> None:
+    template = await make_template(claim_methods=["gift_pack"], stock={"type": "unlimited"})
+    gift = await gift_template(make_template, None)
+    body = pack_body(clock, [template["id"]], gift={"template_id": gift, "quantity": 7})
+    assert (await create_pack(client, merchant, body))["remaining"] == 7
 
 
 async def test_pack_remaining_falls_with_each_claim(
@@ -800,11 +859,12 @@ async def test_pack_gift_must_be_a_gift_template(
     await field_error(await post_pack(client, merchant, body), "gift.template_id")
 
 
-async def test_pack_gift_must_allow_the_gift_pack_method(
+async def test_pack_gift_must_not_have_ended(
     client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
 ) -> None:
     ids = await pack_templates(make_template, 10)
-    gift = await gift_template(make_template, 10, claim_methods=["widget"])
+    gift = await gift_template(make_template, 10)
+    await set_status(client, merchant, gift, "ended")
     body = pack_body(clock, ids, gift={"template_id": gift, "quantity": 1})
     await field_error(await post_pack(client, merchant, body), "gift.template_id")
 
@@ -997,6 +1057,51 @@ async def test_patch_name_and_window(
     assert patched["name"] == "双11新会员礼包"
     assert when(patched["ends_at"]) == new_end
     assert await get_pack(client, merchant, pack["id"]) == patched
+
+
+async def test_default_popup_window_follows_a_patched_pack_window(
+    client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
+) -> None:
+    """No popup window given: the popup is the pack window, also after the window changes."""
+    pack = await simple_pack(client, clock, merchant, make_template)
+    shorter = iso(clock.now() + timedelta(days=5))
+    response = await patch_pack(client, merchant, pack["id"], ends_at=shorter)
+    patched = await expect(response, HTTPStatus.OK)
+    assert (patched["popup_starts_at"], patched["popup_ends_at"]) == (
+        patched["starts_at"],
+        patched["ends_at"],
+    )
+    longer = iso(clock.now() + timedelta(days=20))
+    patched = await expect(
+        await patch_pack(client, merchant, pack["id"], ends_at=longer), HTTPStatus.OK
+    )
+    assert patched["popup_ends_at"] == patched["ends_at"]
+
+
+async def test_patch_popup_window_back_to_the_default(
+    client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
+) -> None:
+    now = clock.now()
+    pack = await simple_pack(
+        client,
+        clock,
+        merchant,
+        make_template,
+        popup_starts_at=iso(now),
+        popup_ends_at=iso(now + timedelta(days=1)),
+    )
+    assert when(pack["popup_ends_at"]) == now + timedelta(days=1)
+    response = await patch_pack(
+        client, merchant, pack["id"], popup_starts_at=None, popup_ends_at=None
+    )
+    patched = await expect(response, HTTPStatus.OK)
+    assert (patched["popup_starts_at"], patched["popup_ends_at"]) == (
+        patched["starts_at"],
+        patched["ends_at"],
+    )
+    # half a popup window is refused, on a patch as on a create
+    response = await patch_pack(client, merchant, pack["id"], popup_starts_at=iso(now))
+    await field_error(response, "popup_ends_at")
 
 
 async def test_patch_contents_before_any_claim(
@@ -1288,6 +1393,17 @@ async def test_claim_new_member_pack_by_a_member_who_left(
     await refused_pack(client, user, pack["id"], HTTPStatus.FORBIDDEN, "NOT_ELIGIBLE")
 
 
+async def test_claim_member_pack_by_a_rejoined_member(
+    client: TestClient, clock: Any, merchant: dict[str, str], auth: Auth, make_template: Any
+) -> None:
+    pack = await simple_pack(client, clock, merchant, make_template, kind="member")
+    user = auth(sub="u1")
+    await joined(client, user)
+    await leave(client, user)
+    await joined(client, user)
+    await claim_pack_ok(client, user, pack["id"])
+
+
 async def test_claim_member_pack_by_a_non_member(
     client: TestClient, clock: Any, merchant: dict[str, str], auth: Auth, make_template: Any
 ) -> None:
@@ -1436,6 +1552,7 @@ async def test_claim_sold_out_when_the_gifts_are_given(
     stored = await get_pack(client, merchant, pack["id"])
     assert (stored["remaining"], stored["gift"]["given"]) == (0, 1)
     assert state_of(await member_center(client, second), pack["id"]) == "sold_out"
+    assert state_of(await member_center(client, first), pack["id"]) == "claimed"
 
 
 # --- claiming a pack: idempotency ------------------------------------------------------------
@@ -1457,6 +1574,19 @@ async def test_claim_replay_returns_the_first_reply(
     assert (await get_pack(client, merchant, pack["id"]))["claimed"] == 1
 
 
+async def test_claim_replay_after_the_pack_ended(
+    client: TestClient, clock: Any, merchant: dict[str, str], auth: Auth, make_template: Any
+) -> None:
+    pack = await simple_pack(client, clock, merchant, make_template)
+    user = auth(sub="u1")
+    await joined(client, user)
+    request_id = new_request_id()
+    first = await claim_pack_ok(client, user, pack["id"], request_id=request_id)
+    await expect(await patch_pack(client, merchant, pack["id"], status="ended"), HTTPStatus.OK)
+    again = await claim_pack_ok(client, user, pack["id"], request_id=request_id)
+    assert again == {**first, "replayed": True}
+
+
 async def test_claim_replay_after_the_gate_lost_its_keys(
     client: TestClient,
     backend: str,
@@ -1476,13 +1606,14 @@ async def test_claim_replay_after_the_gate_lost_its_keys(
     await joined(client, user)
     request_id = new_request_id()
     first = await claim_pack_ok(client, user, pack["id"], request_id=request_id)
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await redis.flushdb()
-    finally:
-        await redis.aclose()
+    await redis_flush()
     again = await claim_pack_ok(client, user, pack["id"], request_id=request_id)
     assert again == {**first, "replayed": True}
+    assert len(await wallet(client, user)) == 3
+    member_pack = await simple_pack(client, clock, merchant, make_template, kind="member")
+    await redis_flush()
+    response = await claim_pack(client, user, member_pack["id"], request_id)
+    await expect(response, HTTPStatus.CONFLICT, "IDEMPOTENCY_CONFLICT")
     assert len(await wallet(client, user)) == 3
 
 
@@ -1586,6 +1717,19 @@ async def test_a_member_takes_one_exclusive_only(
     body = await expect(await claim(client, user, second), HTTPStatus.CONFLICT, "ALREADY_CLAIMED")
     assert body["error"]["details"]["reason"] == "new_member_exclusive"
     assert [c["template_id"] for c in await wallet(client, user)] == [first]
+
+
+async def test_exclusive_once_even_when_its_template_allows_more(
+    client: TestClient, auth: Auth, make_template: Any
+) -> None:
+    template = await make_template(name="新会员专享", new_member_exclusive=True, per_user_limit=3)
+    user = auth(sub="u1")
+    await joined(client, user)
+    await claim_ok(client, user, template["id"])
+    body = await expect(
+        await claim(client, user, template["id"]), HTTPStatus.CONFLICT, "ALREADY_CLAIMED"
+    )
+    assert body["error"]["details"]["reason"] == "new_member_exclusive"
 
 
 async def test_exclusive_once_ever_also_after_rejoining(

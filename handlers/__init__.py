@@ -9,6 +9,7 @@ from handlers import (
     admin_packs,
     admin_templates,
     claim,
+    demo,
     member_center,
     prices,
     session,
@@ -27,5 +28,6 @@ def all_endpoints() -> list[Endpoint]:
         admin_coupons,
         admin_catalog,
         admin_packs,
+        demo,
     )
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

@@ -375,7 +375,7 @@ class SeedReport:
             "  The page's 'New shopper' button signs in a fresh user (dev:<user_id>).",
         ]
         if self.created:
-            kinds = Counter(item.split(" ", 1)[0] for item in self.created)
+            kinds = Counter(item.split(" ", 1)[0].replace("-", " ") for item in self.created)
             made = ", ".join(
                 f"{count} {kind}{'s' if count > 1 else ''}" for kind, count in kinds.items()
             )
@@ -497,7 +497,7 @@ async def _packs(
             pack = await api.admin(
                 "PATCH", f"/gift-packs/{pack['id']}", json={"ends_at": end, "popup_ends_at": end}
             )
-            report.updated.append(f"gift pack {spec.name}")
+            report.updated.append(f"gift-pack {spec.name}")
         pack_ids[spec.kind] = pack["id"]
     return pack_ids
 

@@ -32,7 +32,8 @@ from bff.demo.seed import (
     SeedReport,
     seed,
 )
-from bff.keys import DB
+from bff.keys import DB, ENDPOINTS
+from bff.openapi_examples import REPLY_EXAMPLES, REQUEST_EXAMPLES
 from config.loader import IdentitySettings, Settings
 from handlers.demo import assets
 from tests.conftest import expect
@@ -353,3 +354,22 @@ def test_demo_mode_turns_on_dev_sign_in_only_when_no_provider_is_configured():
     assert demo_settings(Settings()).identity.provider == "dev"
     custom = Settings(identity=IdentitySettings(provider="corp.sso:Provider"))
     assert demo_settings(custom).identity.provider == "corp.sso:Provider"
+
+
+# --- /docs -----------------------------------------------------------------------------------
+async def test_docs_show_the_main_flows_with_examples_that_match_the_schemas(client):
+    doc = await expect(await client.get("/api/v1/openapi.json"), HTTPStatus.OK)
+    assert "# Main flows" in doc["info"]["description"]
+    endpoints = {endpoint.handler.__name__: endpoint for endpoint in client.app[ENDPOINTS]}
+    for name, example in REPLY_EXAMPLES.items():
+        endpoint = endpoints[name]
+        assert endpoint.reply is not None, name
+        assert endpoint.reply().validate(example) == {}, name
+        operation = doc["paths"][endpoint.openapi_path][endpoint.method.lower()]
+        ok = operation["responses"][str(int(endpoint.status))]
+        assert ok["content"]["application/json"]["example"] == example, name
+    for name, example in REQUEST_EXAMPLES.items():
+        endpoint = endpoints[name]
+        assert endpoint.body is not None and endpoint.body().validate(example) == {}, name
+        operation = doc["paths"][endpoint.openapi_path][endpoint.method.lower()]
+        assert operation["requestBody"]["content"]["application/json"]["example"] == example

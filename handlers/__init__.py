@@ -10,6 +10,7 @@ from handlers import (
     admin_stats,
     admin_templates,
     claim,
+    demo,
     member_center,
     points,
     prices,
@@ -33,5 +34,6 @@ def all_endpoints() -> list[Endpoint]:
         points,
         redemption,
         admin_stats,
+        demo,
     )
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

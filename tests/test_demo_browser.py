@@ -185,16 +185,13 @@ async def _walk_through(page: Page, steps: Steps, server: DemoServer) -> None:
     await page.locator("#member-section").scroll_into_view_if_needed()
     await steps.shot("member-center")
 
-    # 7. Points exchange: not in every build yet; the page says so instead of failing.
+    # 7. Points exchange: a new member has no points yet, and every offer says so.
     points = page.locator("#points")
-    await expect(points).to_contain_text(re.compile(r"Points exchange is not available|Balance"))
-    if "Balance" in await points.inner_text():
-        # A new member has no points yet: every offer says so instead of failing on a tap.
-        await expect(points.locator("#points-balance")).to_have_text("0 points")
-        offer = points.locator("li.coupon").first.get_by_role("button")
-        await expect(offer).to_have_text("Not enough points")
-        await page.locator("#points-section").scroll_into_view_if_needed()
-        await steps.shot("points")
+    await expect(points.locator("#points-balance")).to_have_text("0 points")
+    offer = points.locator("li.coupon").first.get_by_role("button")
+    await expect(offer).to_have_text("Not enough points")
+    await page.locator("#points-section").scroll_into_view_if_needed()
+    await steps.shot("points")
 
     # 8. The live room: an exclusive price live now; buying from the room pays it.
     live = page.locator("#live")

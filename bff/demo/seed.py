@@ -12,10 +12,6 @@ gift packs are looked up by name before creating; exchange offers by template;
 the sold-out claim and the points grant carry fixed request ids. A second run
 creates nothing and only moves windows that are about to close (claim ends,
 pack ends, the live window), so a demo shop seeded last month still works.
-
-Points (issue 6) may be absent from a build: :func:`seed_points` runs only
-when the app's OpenAPI document lists its endpoints, and otherwise leaves a
-note in the report.
 """
 
 from __future__ import annotations
@@ -51,10 +47,6 @@ LIVE_FOR = timedelta(hours=6)
 CLAIM_PAGE = "pages/index/index"
 REDEEM_PAGE = "pages/coupon/use"
 API = "/api/v1"
-POINTS_PATHS = (
-    API + "/shops/{shop_id}/admin/exchange-offers",
-    API + "/shops/{shop_id}/admin/members/{user_id}/points",
-)
 
 
 def demo_codes() -> list[str]:
@@ -360,7 +352,6 @@ class SeedReport:
     notes: list[str] = field(default_factory=list)
     template_ids: dict[str, int] = field(default_factory=dict)
     pack_ids: dict[str, int] = field(default_factory=dict)
-    points: bool = False
 
     def lines(self, base_url: str, where: str) -> list[str]:
         """What ``run.py --demo`` prints: where to go, a ready token, what changed."""
@@ -401,14 +392,7 @@ async def seed(api: DemoApi, codec: TokenCodec, now: datetime) -> SeedReport:
     await api.admin("PUT", f"/members/{DEMO_USER}", json={"level": USER_LEVEL})
     await _sell_out(api, codec, ids["sold_out"])
     report.pack_ids = await _packs(api, now, ids, report)
-    if await points_available(api):
-        report.points = True
-        await seed_points(api, ids, report)
-    else:
-        report.notes.append(
-            "points exchange is not in this build: skipped granting points and "
-            "creating exchange offers (the page shows it as not available)."
-        )
+    await seed_points(api, ids, report)
     return report
 
 
@@ -501,15 +485,7 @@ async def _packs(
     return pack_ids
 
 
-# --- points (issue 6): only when the build has them -----------------------------------------
-async def points_available(api: DemoApi) -> bool:
-    """Whether the app registers the points endpoints (read from its own OpenAPI document)."""
-    status, document = await api.request("GET", API + "/openapi.json")
-    if status != HTTPStatus.OK:
-        raise SeedError(f"GET {API}/openapi.json answered {status}")
-    return all(path in document["paths"] for path in POINTS_PATHS)
-
-
+# --- points ---------------------------------------------------------------------------------
 async def seed_points(api: DemoApi, ids: Mapping[str, int], report: SeedReport) -> None:
     """Points for the demo shopper and the exchange offers; a refusal becomes a note."""
     status, body = await api.request(

@@ -14,7 +14,7 @@ from bff.coupons.templates import fetch_rows
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import not_found, validation_failed
-from bff.schemas import MAX_ID, Cents, ImageUrl, Int, Text
+from bff.schemas import MAX_ID, Cents, ImageUrl, Instant, Int, Text
 
 P = tables.products
 
@@ -58,7 +58,7 @@ class ProductOutSchema(Schema):
     category = fields.String(allow_none=True)
     auto_claim_template_ids = fields.List(fields.Integer(), required=True)
     cover_image = fields.String(allow_none=True)
-    updated_at = fields.AwareDateTime(required=True)
+    updated_at = Instant(required=True)
 
 
 def product_from_row(row: Any) -> dict[str, Any]:

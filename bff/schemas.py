@@ -12,6 +12,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +53,28 @@ class Cents(Int):
         if cents > MAX_CENTS:
             raise ValidationError(f"Must be at most {MAX_CENTS} cents.")
         return cents
+
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class Instant(fields.AwareDateTime):
+    """An ISO-8601 instant with an offset, between 2000 and 2100.
+
+    Out of that range a date is a typo, and near year 1 or 9999 converting it to
+    UTC overflows deeper down: refuse it here as a 400.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        instant = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            in_range = EARLIEST <= instant.astimezone(UTC) < LATEST
+        except OverflowError:
+            in_range = False
+        if not in_range:
+            raise ValidationError("Must be a time between 2000 and 2100.")
+        return instant
 
 
 class Bool(fields.Boolean):

@@ -8,7 +8,6 @@ revocation in test_wallet_and_codes.py.
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 from collections.abc import Callable
 from datetime import timedelta
@@ -57,22 +56,6 @@ def assert_retry_after(response: Any) -> None:
         assert int(value) >= 1, value
     else:
         assert email.utils.parsedate_to_datetime(value) is not None, value
-
-
-@pytest.fixture
-def client_with(
-    aiohttp_client: Callable[..., Any], make_app: Callable[..., Any], settings: Any
-) -> Callable[..., Any]:
-    """``await client_with(wallet={"max_unused_per_shop": 2})``: an app with changed settings."""
-
-    async def build(**sections: dict[str, Any]) -> TestClient:
-        changes = {
-            name: dataclasses.replace(getattr(settings, name), **values)
-            for name, values in sections.items()
-        }
-        return await aiohttp_client(make_app(settings=settings.replace(**changes)))
-
-    return build
 
 
 @pytest.fixture

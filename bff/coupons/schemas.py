@@ -13,6 +13,7 @@ from bff.schemas import (
     Cents,
     Discriminated,
     ImageUrl,
+    Instant,
     Int,
     PagePath,
     PageQuery,
@@ -111,8 +112,8 @@ SCOPE_SCHEMAS = {
 
 # --- validity ------------------------------------------------------------------------------
 class AbsoluteValiditySchema(Schema):
-    start = fields.AwareDateTime(required=True)
-    end = fields.AwareDateTime(required=True)
+    start = Instant(required=True)
+    end = Instant(required=True)
 
     @validates_schema
     def ordered(self, data: dict[str, Any], **_: Any) -> None:
@@ -219,8 +220,8 @@ class TemplateInSchema(Schema):
     scope = Discriminated(SCOPE_SCHEMAS, load_default=lambda: {"type": "shop"})
     product_code = fields.String(load_default=None, allow_none=True, validate=ID_STRING)
     cover_image = ImageUrl(load_default=None, allow_none=True)
-    claim_start = fields.AwareDateTime(required=True)
-    claim_end = fields.AwareDateTime(required=True)
+    claim_start = Instant(required=True)
+    claim_end = Instant(required=True)
     validity = Discriminated(VALIDITY_SCHEMAS, required=True)
     stock = Discriminated(STOCK_SCHEMAS, load_default=None, allow_none=True)
     codes = Discriminated(CODES_SCHEMAS, load_default=lambda: {"type": "none"})
@@ -301,8 +302,8 @@ class TemplateOutSchema(Schema):
     scope = Discriminated(SCOPE_SCHEMAS, required=True)
     product_code = fields.String(allow_none=True)
     cover_image = fields.String(allow_none=True)
-    claim_start = fields.AwareDateTime(required=True)
-    claim_end = fields.AwareDateTime(required=True)
+    claim_start = Instant(required=True)
+    claim_end = Instant(required=True)
     validity = Discriminated(VALIDITY_SCHEMAS, required=True)
     stock = Discriminated(STOCK_SCHEMAS, allow_none=True)
     codes = Discriminated(CODES_SCHEMAS, required=True)
@@ -319,8 +320,8 @@ class TemplateOutSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     issued = fields.Integer(required=True)
     remaining = fields.Integer(allow_none=True, metadata={"description": "null = unlimited"})
-    created_at = fields.AwareDateTime(required=True)
-    updated_at = fields.AwareDateTime(required=True)
+    created_at = Instant(required=True)
+    updated_at = Instant(required=True)
 
 
 class TemplatePatchSchema(Schema):
@@ -331,7 +332,7 @@ class TemplatePatchSchema(Schema):
         validate=validate.Length(max=120, error="Must be at most 120 characters.")
     )
     status = fields.String(validate=validate.OneOf(STATUSES))
-    claim_end = fields.AwareDateTime()
+    claim_end = Instant()
     stock = Discriminated({"limited": LimitedStockSchema})
 
     @validates_schema

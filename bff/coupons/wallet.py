@@ -88,13 +88,14 @@ def coupon_view(
 async def unused_counts(
     conn: AsyncConnection, shop_id: str, user_ids: list[str], now: datetime
 ) -> dict[str, int]:
-    """What counts against the wallet cap: unused, unexpired coupons per user in a shop."""
+    """What counts against the wallet cap: unexpired coupons per user in a shop that are
+    unused or held by an order (locked), since a cancelled order gives those back."""
     rows = await conn.execute(
         select(C.c.user_id, func.count())
         .where(
             C.c.shop_id == shop_id,
             C.c.user_id.in_(user_ids),
-            C.c.status == "unused",
+            C.c.status.in_(("unused", "locked")),
             C.c.valid_to > now,
         )
         .group_by(C.c.user_id)

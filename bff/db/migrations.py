@@ -50,6 +50,14 @@ def _create(*names: str) -> Callable[[Connection], None]:
     return apply
 
 
+def _create_index(table: str, name: str) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        index = next(i for i in tables.metadata.tables[table].indexes if i.name == name)
+        index.create(conn, checkfirst=True)
+
+    return apply
+
+
 def _binary_collation(conn: Connection) -> None:
     """Tables made by 1 and 2 took the server's case-insensitive collation; fix them."""
     if conn.dialect.name != "mysql":
@@ -91,6 +99,7 @@ MIGRATIONS: list[Migration] = [
         _create("points_balances", "points_ledger", "exchange_offers"),
     ),
     Migration(7, "redemptions", _create("redemptions", "redemption_coupons")),
+    Migration(8, "coupons by order", _create_index("coupons", "ix_coupons_shop_id_order_id")),
 ]
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Select
 
 from bff.db.engine import Database
 from bff.errors import validation_failed
-from bff.schemas import decode_cursor, encode_cursor
+from bff.schemas import MAX_ID, decode_cursor, encode_cursor
 
 
 async def newest_first(
@@ -25,7 +25,7 @@ async def newest_first(
         raise validation_failed(exc.messages) from exc
     if position is not None:
         before = position.get("before")
-        if not isinstance(before, int):
+        if not isinstance(before, int) or isinstance(before, bool) or not 0 < before <= MAX_ID:
             raise validation_failed({"cursor": ["Invalid cursor."]})
         query = query.where(id_column < before)
     query = query.order_by(id_column.desc()).limit(limit + 1)

@@ -144,6 +144,9 @@ coupons = Table(
     UniqueConstraint("shop_id", "request_key"),
     Index(None, "shop_id", "user_id", "status", "valid_to"),
     Index(None, "shop_id", "user_id", "id"),
+    # Confirm, cancel and lapse release find an order's coupons by it (migration 8): without
+    # it those UPDATEs scan, and wait on, every coupon row of the shop.
+    Index(None, "shop_id", "order_id"),
     **MYSQL_TABLE_ARGS,
 )
 

@@ -8,7 +8,7 @@ from bff.coupons.schemas import BENEFIT_SCHEMAS
 from bff.coupons.wallet import CouponSchema
 from bff.members import MemberSchema
 from bff.packs.rules import KINDS, MAX_COUPONS, PACK_STATUSES, STATES
-from bff.schemas import MAX_ID, Discriminated, Int, PageQuery, Text
+from bff.schemas import MAX_ID, Discriminated, Instant, Int, PageQuery, Text
 from widgets.claim.schemas import REQUEST_ID
 
 template_id = validate.Range(min=1, max=MAX_ID, error="Must be a template id.")
@@ -30,10 +30,10 @@ class PackPatchSchema(Schema):
     """Every field optional: what a PATCH may change (contents only before any claim)."""
 
     name = Text(validate=validate.Length(min=1, max=40))
-    starts_at = fields.AwareDateTime()
-    ends_at = fields.AwareDateTime()
-    popup_starts_at = fields.AwareDateTime(allow_none=True)
-    popup_ends_at = fields.AwareDateTime(allow_none=True)
+    starts_at = Instant()
+    ends_at = Instant()
+    popup_starts_at = Instant(allow_none=True)
+    popup_ends_at = Instant(allow_none=True)
     min_level = Int(validate=validate.Range(min=0, max=100, error="Must be 0-100."))
     coupon_template_ids = fields.List(Int(validate=template_id), validate=pack_size)
     gift = fields.Nested(GiftInSchema, allow_none=True)
@@ -43,14 +43,14 @@ class PackPatchSchema(Schema):
 class PackInSchema(PackPatchSchema):
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     name = Text(required=True, validate=validate.Length(min=1, max=40))
-    starts_at = fields.AwareDateTime(required=True)
-    ends_at = fields.AwareDateTime(required=True)
-    popup_starts_at = fields.AwareDateTime(
+    starts_at = Instant(required=True)
+    ends_at = Instant(required=True)
+    popup_starts_at = Instant(
         load_default=None,
         allow_none=True,
         metadata={"description": "default: the pack window"},
     )
-    popup_ends_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    popup_ends_at = Instant(load_default=None, allow_none=True)
     min_level = Int(
         load_default=0,
         validate=validate.Range(min=0, max=100, error="Must be 0-100."),
@@ -83,10 +83,10 @@ class PackOutSchema(Schema):
     kind = fields.String(required=True)
     name = fields.String(required=True)
     status = fields.String(required=True)
-    starts_at = fields.AwareDateTime(required=True)
-    ends_at = fields.AwareDateTime(required=True)
-    popup_starts_at = fields.AwareDateTime(required=True)
-    popup_ends_at = fields.AwareDateTime(required=True)
+    starts_at = Instant(required=True)
+    ends_at = Instant(required=True)
+    popup_starts_at = Instant(required=True)
+    popup_ends_at = Instant(required=True)
     min_level = fields.Integer(required=True)
     coupon_template_ids = fields.List(fields.Integer(), required=True)
     gift = fields.Nested(GiftOutSchema, allow_none=True, required=True)

@@ -10,7 +10,16 @@ from bff.coupons.schemas import BENEFIT_SCHEMAS, STATUSES, VALIDITY_SCHEMAS
 from bff.coupons.wallet import CouponSchema
 from bff.points.ledger import MAX_DELTA
 from bff.points.policy import OFFER_STATES
-from bff.schemas import MAX_ID, REQUEST_ID_PATTERN, Discriminated, Int, PageQuery, Text, page_reply
+from bff.schemas import (
+    MAX_ID,
+    REQUEST_ID_PATTERN,
+    Discriminated,
+    Instant,
+    Int,
+    PageQuery,
+    Text,
+    page_reply,
+)
 from widgets.claim.schemas import DeviceSchema
 
 REQUEST_ID = validate.Regexp(REQUEST_ID_PATTERN, error="Must be 1-64 of A-Z a-z 0-9 _ -.")
@@ -55,7 +64,7 @@ class LedgerEntrySchema(Schema):
     reason = fields.String(required=True)
     ref = fields.String(allow_none=True, required=True)
     balance_after = fields.Integer(required=True)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class PointsChangeReplySchema(Schema):
@@ -85,12 +94,12 @@ class OfferInSchema(Schema):
         required=True,
         validate=validate.Range(min=1, max=MAX_DELTA, error=f"Must be 1-{MAX_DELTA} points."),
     )
-    starts_at = fields.AwareDateTime(
+    starts_at = Instant(
         load_default=None,
         allow_none=True,
         metadata={"description": "default: the template's claim_start"},
     )
-    ends_at = fields.AwareDateTime(
+    ends_at = Instant(
         load_default=None,
         allow_none=True,
         metadata={"description": "default: the template's claim_end"},
@@ -113,8 +122,8 @@ class TemplateSummarySchema(Schema):
     benefit = Discriminated(BENEFIT_SCHEMAS, required=True)
     validity = Discriminated(VALIDITY_SCHEMAS, required=True)
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
-    claim_start = fields.AwareDateTime(required=True)
-    claim_end = fields.AwareDateTime(required=True)
+    claim_start = Instant(required=True)
+    claim_end = Instant(required=True)
     per_user_limit = fields.Integer(required=True)
     remaining = fields.Integer(allow_none=True, metadata={"description": "null = unlimited"})
     redeem_page = fields.String(required=True)
@@ -124,14 +133,14 @@ class OfferSchema(Schema):
     id = fields.Integer(required=True)
     template_id = fields.Integer(required=True)
     points_cost = fields.Integer(required=True)
-    starts_at = fields.AwareDateTime(
+    starts_at = Instant(
         allow_none=True, required=True, metadata={"description": "null = the template's"}
     )
-    ends_at = fields.AwareDateTime(
+    ends_at = Instant(
         allow_none=True, required=True, metadata={"description": "null = the template's"}
     )
     template = fields.Nested(TemplateSummarySchema, required=True)
-    created_at = fields.AwareDateTime(required=True)
+    created_at = Instant(required=True)
 
 
 OfferPageSchema = page_reply(OfferSchema, "ExchangeOfferPage")
@@ -146,10 +155,10 @@ class ShopperOfferSchema(Schema):
     offer_id = fields.Integer(required=True)
     template = fields.Nested(TemplateSummarySchema, required=True)
     points_cost = fields.Integer(required=True)
-    starts_at = fields.AwareDateTime(
+    starts_at = Instant(
         required=True, metadata={"description": "the offer's and template's windows together"}
     )
-    ends_at = fields.AwareDateTime(required=True)
+    ends_at = Instant(required=True)
     state = fields.String(required=True, validate=validate.OneOf(OFFER_STATES))
     held = fields.Integer(
         required=True, metadata={"description": "coupons of this template the caller got"}

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from bff.coupons.wallet import CouponSchema
-from bff.schemas import MAX_ID, Cents, Int, QueryInt
+from bff.schemas import MAX_ID, Cents, Instant, Int, QueryInt
 from widgets.claim.schemas import ID, REQUEST_ID
 
 MAX_QUANTITY = 999
@@ -156,8 +156,8 @@ class LivePriceInSchema(Schema):
     exclusive_price = Cents(
         required=True, validate=validate.Range(min=1, error="Must be positive.")
     )
-    starts_at = fields.AwareDateTime(required=True)
-    ends_at = fields.AwareDateTime(required=True)
+    starts_at = Instant(required=True)
+    ends_at = Instant(required=True)
 
     @validates_schema
     def ordered(self, data: dict[str, Any], **_: Any) -> None:
@@ -177,8 +177,8 @@ class LivePriceSchema(Schema):
     product_id = fields.String(required=True)
     list_price = fields.Integer(required=True)
     exclusive_price = fields.Integer(required=True)
-    starts_at = fields.AwareDateTime(required=True)
-    ends_at = fields.AwareDateTime(required=True)
+    starts_at = Instant(required=True)
+    ends_at = Instant(required=True)
     status = fields.String(required=True, validate=validate.OneOf(("upcoming", "live", "ended")))
 
 

@@ -454,7 +454,12 @@ class PackService:
         pack = await _fetch_pack(conn, shop_id, pack_id, lock=True)
         if pack is None:
             raise not_found("gift pack")
-        refusal = rules.window_refusal(_view_of(pack), now)
+        # Decided again under the pack lock: a member who left (or a level lowered) a
+        # moment ago is not granted the pack.
+        member = await fetch_member(conn, shop_id, user_id)
+        refusal = rules.window_refusal(_view_of(pack), now) or rules.eligibility_refusal(
+            _view_of(pack), member, now
+        )
         if refusal is not None:
             raise _Refused(refusal)
         if await _claimed_packs(conn, user_id, [pack_id]):

@@ -4,6 +4,7 @@
     python run.py token --role merchant --shop s1 --sub m1
                                        print a signed token for local use
     python run.py migrate              apply the schema migrations and exit
+    python run.py --demo               seed the demo shop, print its URLs and a token, serve
 
 Settings come from config/defaults.toml and BFF_* variables (config/loader.py).
 A bad setting stops start-up with one line on stderr and exit code 2.
@@ -29,10 +30,10 @@ from aiohttp import web
 from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import SystemClock
-from bff.db.engine import Database, create_engine
+from bff.db.engine import Database, create_engine, describe
 from bff.db.migrations import migrate
 from bff.logs import setup_logging
-from config.loader import ConfigError, Settings, load_settings
+from config.loader import ConfigError, IdentitySettings, Settings, load_settings
 
 log = logging.getLogger("bff.run")
 EXIT_CONFIG = 2
@@ -163,6 +164,37 @@ def mint_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """Demo mode signs shoppers in with ``dev:<user_id>`` (the page's "New shopper")
+    unless an identity provider is configured; it never replaces a configured one."""
+    if settings.identity.provider == "none":
+        return settings.replace(identity=IdentitySettings(provider="dev"))
+    return settings
+
+
+def seed_demo(settings: Settings) -> int:
+    """Seed the demo shop and print where to go; 0, or the exit code to stop with."""
+    from bff.demo.seed import SeedError, seed_app
+
+    try:
+        asyncio.run(_migrate(settings))
+        report = asyncio.run(seed_app(settings))
+    except SeedError as exc:
+        print(f"demo seeding failed: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except Exception as exc:
+        print(f"start-up failed: database not reachable or not migratable: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    host = settings.server.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base_url = f"http://{f'[{shown}]' if ':' in shown else shown}:{settings.server.port}"
+    where = describe(settings.database) + (" + Redis" if settings.redis.url else "")
+    if settings.identity.provider != "dev":
+        report.notes.append("an identity provider is configured: the page's 'New shopper' is off.")
+    print("\n".join(report.lines(base_url, where)), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description="Coupon BFF")
     sub = parser.add_subparsers(dest="verb")
@@ -172,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", required=True)
     sub.add_parser("migrate", help="apply the schema migrations and exit")
     sub.add_parser("serve", help="serve (the default)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed the demo shop (idempotent), print its URLs and a shopper token, then serve",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(base_dir=Path.cwd())
@@ -183,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "migrate":
         asyncio.run(_migrate(settings))
         return 0
+    if args.demo:
+        if not settings.is_development:
+            print("--demo is for development only (BFF_ENV=development)", file=sys.stderr)
+            return EXIT_CONFIG
+        settings = demo_settings(settings)
+        status = seed_demo(settings)
+        if status:
+            return status
     return serve(settings)
 
 

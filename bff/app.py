@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ from bff.keys import (
     CODES_SERVICE,
     DB,
     ENDPOINTS,
+    EXCHANGE_OFFERS,
     GATE,
     GRANTS,
     IDENTITY,
@@ -51,10 +53,14 @@ from bff.keys import (
     METRICS,
     OPENAPI,
     PACKS,
+    POINTS,
+    POINTS_EXCHANGE,
     PRICES,
     PRODUCTS,
+    REDEMPTIONS,
     REPLY_CACHE,
     SETTINGS,
+    STATS,
     TEMPLATES,
     TOKENS,
     WALLET,
@@ -64,6 +70,12 @@ from bff.metrics import Metrics
 from bff.middlewares import observe_middleware
 from bff.openapi import render_openapi
 from bff.packs.service import PackService
+from bff.points.exchange import ExchangeService
+from bff.points.ledger import PointsService
+from bff.points.offers import OfferService
+from bff.points.policy import Policy
+from bff.redemption.service import RedemptionService
+from bff.redemption.stats import StatsService
 from bff.routing import add_routes
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
@@ -150,7 +162,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         batch_max=settings.claim.batch_max,
         sold_out_seconds=settings.claim.sold_out_seconds,
     )
-    wallet = WalletService(db, clock, settings.wallet.expiring_soon_days)
+    wallet = WalletService(
+        db,
+        clock,
+        settings.wallet.expiring_soon_days,
+        timedelta(minutes=settings.redemption.lock_timeout_minutes),
+    )
     claims = ClaimService(
         db, clock, gate, ledger, build_risk_engine(settings, gate), wallet, settings
     )
@@ -179,10 +196,20 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         wallet_cap=settings.wallet.max_unused_per_shop,
         idempotency_ttl_seconds=settings.claim.idempotency_ttl_seconds,
     )
+    app[REDEMPTIONS] = RedemptionService(
+        db,
+        clock,
+        gate,
+        prices,
+        lock_timeout=timedelta(minutes=settings.redemption.lock_timeout_minutes),
+        ttl_seconds=settings.claim.idempotency_ttl_seconds,
+    )
+    app[STATS] = StatsService(db, clock)
     cache = ReplyCache(settings.cache.ttl_seconds, clock)
     invalidator = Invalidator(cache, gate.publish, _price_channel(settings))
     app[REPLY_CACHE] = cache
     app[INVALIDATOR] = invalidator
+    _points(app, ledger, claims, wallet)
     listener = asyncio.get_running_loop().create_task(listen(gate.subscribe, invalidator))
     try:
         yield
@@ -191,3 +218,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await listener
         await ledger.close()
+
+
+def _points(
+    app: web.Application, ledger: Ledger, claims: ClaimService, wallet: WalletService
+) -> None:
+    """Points: the ledger, offers under the platform policy, the exchange."""
+    db, clock, settings, gate = app[DB], app[CLOCK], app[SETTINGS], app[GATE]
+    ttl = settings.claim.idempotency_ttl_seconds
+    policy = Policy(settings.points)
+    app[TEMPLATES].checks.append(policy.raise_free_template)
+    app[POINTS] = PointsService(db, clock, gate, ttl)
+    app[EXCHANGE_OFFERS] = OfferService(db, clock, policy, settings)
+    app[POINTS_EXCHANGE] = ExchangeService(db, clock, gate, ledger, claims, wallet, ttl)

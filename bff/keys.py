@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from bff.members import MemberService
     from bff.metrics import Metrics
     from bff.packs.service import PackService
+    from bff.points.exchange import ExchangeService
+    from bff.points.ledger import PointsService
+    from bff.points.offers import OfferService
+    from bff.redemption.service import RedemptionService
+    from bff.redemption.stats import StatsService
     from bff.routing import Endpoint
     from config.loader import Settings
     from widgets.auto_claim.service import AutoClaimService
@@ -54,6 +59,11 @@ AUTO_CLAIM: web.AppKey[AutoClaimService] = web.AppKey("auto_claim")
 REPLY_CACHE: web.AppKey[ReplyCache] = web.AppKey("reply_cache")
 INVALIDATOR: web.AppKey[Invalidator] = web.AppKey("invalidator")
 PACKS: web.AppKey[PackService] = web.AppKey("packs")
+POINTS: web.AppKey[PointsService] = web.AppKey("points")
+EXCHANGE_OFFERS: web.AppKey[OfferService] = web.AppKey("exchange_offers")
+POINTS_EXCHANGE: web.AppKey[ExchangeService] = web.AppKey("points_exchange")
+REDEMPTIONS: web.AppKey[RedemptionService] = web.AppKey("redemptions")
+STATS: web.AppKey[StatsService] = web.AppKey("stats")
 
 CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

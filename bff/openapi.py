@@ -11,6 +11,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
 from bff import jsonutil
+from bff.openapi_examples import FLOWS, REPLY_EXAMPLES, REQUEST_EXAMPLES
 from bff.routing import Endpoint
 from bff.schemas import Bool, Discriminated, ErrorReply, Int
 
@@ -64,7 +65,7 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
         version=version,
         openapi_version="3.0.2",
         plugins=[plugin],
-        info={"description": DESCRIPTION},
+        info={"description": DESCRIPTION + "\n" + FLOWS},
     )
     if plugin.converter is None:  # set by APISpec.__init__; a plugin change would break here
         raise RuntimeError("apispec MarshmallowPlugin has no converter")
@@ -127,12 +128,15 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     if endpoint.body is not None:
         media = "multipart/form-data" if endpoint.multipart else "application/json"
         content: dict[str, Any] = {"schema": endpoint.body}
-        if endpoint.example is not None:
-            content["example"] = endpoint.example
+        example = endpoint.example or REQUEST_EXAMPLES.get(endpoint.handler.__name__)
+        if example is not None:
+            content["example"] = example
         operation["requestBody"] = {"required": True, "content": {media: content}}
     ok: dict[str, Any] = {"description": HTTPStatus(endpoint.status).phrase}
     if endpoint.reply is not None:
         ok["content"] = {"application/json": {"schema": endpoint.reply}}
+        if endpoint.handler.__name__ in REPLY_EXAMPLES:
+            ok["content"]["application/json"]["example"] = REPLY_EXAMPLES[endpoint.handler.__name__]
     operation["responses"][str(int(endpoint.status))] = ok
     statuses = set(endpoint.errors) | {HTTPStatus.SERVICE_UNAVAILABLE}
     if endpoint.body is not None or endpoint.query is not None:

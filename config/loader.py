@@ -128,6 +128,30 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class PointsSettings:
+    """The points-for-coupons policy (DOMAIN.md "Points exchange"). Denominations in yuan.
+
+    Defaults are the platform's: points coupons from ``points_denominations`` (rule on);
+    free store coupons from ``free_denominations`` (available, off); a points coupon
+    strictly stronger than every active free threshold coupon of the shop (on).
+    """
+
+    points_denominations: tuple[int, ...] = (
+        5, 10, 20, 25, 30, 40, 50, 55, 60, 70, 80, 100, 150, 200, 250, 300, 500, 1000,
+    )  # fmt: skip
+    points_denomination_rule: bool = True
+    free_denominations: tuple[int, ...] = (3, 5, 10, 20, 50, 100)
+    free_denomination_rule: bool = False
+    strength_rule: bool = True
+
+
+@dataclass(frozen=True)
+class RedemptionSettings:
+    # A lock (POST /redemptions) unconfirmed this long lapses and its coupons come back.
+    lock_timeout_minutes: int = 30
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     retry_after_seconds: int = 1
 
@@ -146,6 +170,8 @@ class Settings:
     risk: RiskSettings = field(default_factory=RiskSettings)
     claim: ClaimSettings = field(default_factory=ClaimSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    points: PointsSettings = field(default_factory=PointsSettings)
+    redemption: RedemptionSettings = field(default_factory=RedemptionSettings)
 
     @property
     def is_development(self) -> bool:
@@ -174,6 +200,12 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_ACCESS_LOG": ("server", "access_log"),
     "BFF_SHOP_TIMEZONE": ("shop", "timezone"),
     "BFF_WALLET_MAX_UNUSED": ("wallet", "max_unused_per_shop"),
+    "BFF_POINTS_DENOMINATIONS": ("points", "points_denominations"),
+    "BFF_POINTS_DENOMINATION_RULE": ("points", "points_denomination_rule"),
+    "BFF_FREE_DENOMINATIONS": ("points", "free_denominations"),
+    "BFF_FREE_DENOMINATION_RULE": ("points", "free_denomination_rule"),
+    "BFF_POINTS_STRENGTH_RULE": ("points", "strength_rule"),
+    "BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": ("redemption", "lock_timeout_minutes"),
 }
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -187,6 +219,8 @@ SECTIONS: dict[str, type] = {
     "risk": RiskSettings,
     "claim": ClaimSettings,
     "cache": CacheSettings,
+    "points": PointsSettings,
+    "redemption": RedemptionSettings,
 }
 
 
@@ -284,6 +318,12 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"risk.{name} must not be negative")
     if not 0 < settings.claim.batch_window_ms <= 100 or settings.claim.batch_max < 1:
         raise ConfigError("claim.batch_window_ms must be in (0, 100] and claim.batch_max >= 1")
+    for name in ("points_denominations", "free_denominations"):
+        values = getattr(settings.points, name)
+        if not values or any(not 0 < v <= 100_000 for v in values):
+            raise ConfigError(f"points.{name} must list whole yuan amounts from 1 to 100000")
+    if settings.redemption.lock_timeout_minutes < 1:
+        raise ConfigError("redemption.lock_timeout_minutes must be at least 1")
 
 
 def redact_url(url: str) -> str:
@@ -349,6 +389,10 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if kind is tuple:
+        # A TOML list, or a comma list from the environment: "5, 10, 20".
+        items = value if isinstance(value, list) else str(value).split(",")
+        return tuple(_coerce(name, item, int) for item in items if str(item).strip())
     if kind in (int, float):
         if isinstance(value, bool):
             raise ConfigError(f"{name} must be a number, got {value!r}")

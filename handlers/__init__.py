@@ -7,10 +7,14 @@ from handlers import (
     admin_catalog,
     admin_coupons,
     admin_packs,
+    admin_stats,
     admin_templates,
     claim,
+    demo,
     member_center,
+    points,
     prices,
+    redemption,
     session,
     system,
 )
@@ -27,5 +31,9 @@ def all_endpoints() -> list[Endpoint]:
         admin_coupons,
         admin_catalog,
         admin_packs,
+        points,
+        redemption,
+        admin_stats,
+        demo,
     )
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

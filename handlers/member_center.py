@@ -57,9 +57,7 @@ async def leave(call: Call) -> None:
 )
 async def member_center(call: Call) -> dict[str, Any]:
     """The member center (会员中心)."""
-    user_id = call.user_id or ""
-    points = await call.app[PACKS].points(call.shop_id, user_id)
-    return await call.app[PACKS].member_center(call.shop_id, user_id, points)
+    return await call.app[PACKS].member_center(call.shop_id, call.user_id or "")
 
 
 @routes.post(

@@ -10,6 +10,7 @@ those tests skip with a reason that says how to start the services.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -238,3 +239,19 @@ async def expect(response: Any, status: HTTPStatus, code: str | None = None) -> 
     if code is not None:
         assert body["error"]["code"] == code, body
     return body
+
+
+@pytest.fixture
+def client_with(
+    aiohttp_client: Callable[..., Any], make_app: Callable[..., web.Application], settings: Settings
+) -> Callable[..., Any]:
+    """``await client_with(wallet={"max_unused_per_shop": 2})``: an app with changed settings."""
+
+    async def build(**sections: dict[str, Any]) -> TestClient:
+        changes = {
+            name: dataclasses.replace(getattr(settings, name), **values)
+            for name, values in sections.items()
+        }
+        return await aiohttp_client(make_app(settings=settings.replace(**changes)))
+
+    return build

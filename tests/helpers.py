@@ -127,3 +127,73 @@ async def put_product(
         shop_url(f"/admin/products/{product_id}", shop), json=body, headers=merchant
     )
     return await expect(response, HTTPStatus.OK)
+
+
+async def grant_ok(
+    client: TestClient, merchant: dict[str, str], template_id: int, user_ids: list[str]
+) -> list[dict[str, Any]]:
+    """Grant ``template_id`` to ``user_ids`` and assert every user got one; return ``granted``."""
+    response = await client.post(
+        template_url(template_id, "/grants"),
+        json={"user_ids": user_ids, "request_id": new_request_id()},
+        headers=merchant,
+    )
+    body = await expect(response, HTTPStatus.CREATED)
+    assert body["failed"] == [], body
+    return body["granted"]
+
+
+# --- the order system (role service) ---------------------------------------------------------
+def items(*pairs: tuple[str, int]) -> list[dict[str, Any]]:
+    """``items(("p1", 2))`` -> ``[{"product_id": "p1", "quantity": 2}]``."""
+    return [{"product_id": product_id, "quantity": quantity} for product_id, quantity in pairs]
+
+
+async def redeem(
+    client: TestClient,
+    service: dict[str, str],
+    order_id: str,
+    user_id: str,
+    lines: list[dict[str, Any]],
+    coupon_ids: list[Any],
+    *,
+    shop: str = "s1",
+    **extra: Any,
+) -> Any:
+    """POST /redemptions: lock an order's coupons."""
+    body = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "items": lines,
+        "coupon_ids": coupon_ids,
+        **extra,
+    }
+    return await client.post(shop_url("/redemptions", shop), json=body, headers=service)
+
+
+async def redeem_ok(
+    client: TestClient,
+    service: dict[str, str],
+    order_id: str,
+    user_id: str,
+    lines: list[dict[str, Any]],
+    coupon_ids: list[Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Lock and assert 201 (a first lock, not a replay); return the reply."""
+    response = await redeem(client, service, order_id, user_id, lines, coupon_ids, **extra)
+    body = await expect(response, HTTPStatus.CREATED)
+    assert body["status"] == "locked" and "replayed" not in body, body
+    return body
+
+
+async def confirm_order(
+    client: TestClient, service: dict[str, str], order_id: str, shop: str = "s1"
+) -> Any:
+    return await client.post(shop_url(f"/redemptions/{order_id}/confirm", shop), headers=service)
+
+
+async def cancel_order(
+    client: TestClient, service: dict[str, str], order_id: str, shop: str = "s1"
+) -> Any:
+    return await client.post(shop_url(f"/redemptions/{order_id}/cancel", shop), headers=service)

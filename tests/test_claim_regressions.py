@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from http import HTTPStatus
 
+import pytest
 from aiohttp import FormData
 
 from bff.keys import GATE
@@ -91,3 +93,20 @@ async def test_huge_ids_are_400_not_500(client, auth, merchant):
         headers=merchant,
     )
     await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
+
+
+async def test_redis_that_forgot_its_scripts_still_gates(client, make_template, auth, backend):
+    """A Redis restart drops loaded scripts: the gate loads them again and retries."""
+    if backend != "mariadb":
+        pytest.skip("the in-process gate runs no scripts")
+    template = await make_template(per_user_limit=3)
+    user = auth("user", sub="scripts")
+    await expect(await claim(client, user, template["id"], "s-1"), HTTPStatus.CREATED)
+    await client.app[GATE].client.script_flush()
+    replies = await asyncio.gather(
+        *(claim(client, user, template["id"], f"s-{n}") for n in range(1, 6))
+    )
+    assert sorted(r.status for r in replies) == [201, 201, 201, 409, 409]
+    replayed = await expect(replies[0], HTTPStatus.CREATED)
+    assert replayed["replayed"] is True
+    assert len(await wallet(client, user, status="all")) == 3

@@ -98,8 +98,13 @@ class TemplateService:
         self.default_claim_page = default_claim_page
         # Called with a template id after it changes (caches drop it).
         self.on_change: list[Callable[[int], None]] = []
+        # Called with a new template's data before it is written; raise to refuse it
+        # (the points policy's free-coupon denominations).
+        self.checks: list[Callable[[dict[str, Any]], None]] = []
 
     async def create(self, shop_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        for check in self.checks:
+            check(data)
         now = self.clock.now()
         data = {**data, "claim_page": data["claim_page"] or self.default_claim_page}
         values = {

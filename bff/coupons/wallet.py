@@ -15,6 +15,7 @@ from bff.db import tables
 from bff.db.engine import Database
 from bff.db.paging import newest_first
 from bff.errors import conflict, not_found
+from bff.redemption.locks import DEFAULT_LOCK_TIMEOUT, effective_status
 from bff.schemas import Discriminated, PageQuery
 
 C = tables.coupons
@@ -57,9 +58,18 @@ def coupon_status(status: str, valid_to: datetime, now: datetime) -> str:
 
 
 def coupon_view(
-    row: Any, name: str, spec: dict[str, Any], now: datetime, expiring_days: int
+    row: Any,
+    name: str,
+    spec: dict[str, Any],
+    now: datetime,
+    expiring_days: int,
+    lock_deadline: datetime | None = None,
 ) -> dict[str, Any]:
-    status = coupon_status(row.status, row.valid_to, now)
+    """``lock_deadline`` (now - lock timeout): a lock that began by then has lapsed."""
+    stored = row.status
+    if lock_deadline is not None:
+        stored = effective_status(row.status, row.updated_at, lock_deadline)
+    status = coupon_status(stored, row.valid_to, now)
     return {
         "coupon_id": row.id,
         "template_id": row.template_id,
@@ -93,13 +103,23 @@ async def unused_counts(
 
 
 class WalletService:
-    def __init__(self, db: Database, clock: Clock, expiring_days: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        expiring_days: int,
+        lock_timeout: timedelta = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.expiring_days = expiring_days
+        self.lock_timeout = lock_timeout
 
     def view(self, row: Any, template: Any) -> dict[str, Any]:
-        return coupon_view(row, template.name, template.spec, self.clock.now(), self.expiring_days)
+        now = self.clock.now()
+        return coupon_view(
+            row, template.name, template.spec, now, self.expiring_days, now - self.lock_timeout
+        )
 
     async def list(
         self, shop_id: str, user_id: str, status: str, limit: int, cursor: str | None
@@ -111,14 +131,19 @@ class WalletService:
             .where(C.c.shop_id == shop_id, C.c.user_id == user_id)
         )
         if status == "usable":
-            query = query.where(C.c.status == "unused", C.c.valid_to > now)
+            # Locked coupons stay listed (as "locked") while an order holds them: they come
+            # back if the order is cancelled, and a lapsed lock reads as unused.
+            query = query.where(C.c.status.in_(("unused", "locked")), C.c.valid_to > now)
         elif status == "used":
             query = query.where(C.c.status == "used")
         elif status == "expired":
             query = query.where(C.c.status.in_(("unused", "locked")), C.c.valid_to <= now)
         rows, next_cursor = await newest_first(self.db, query, C.c.id, limit, cursor)
+        deadline = now - self.lock_timeout
         items = [
-            coupon_view(row, row.template_name, row.template_spec, now, self.expiring_days)
+            coupon_view(
+                row, row.template_name, row.template_spec, now, self.expiring_days, deadline
+            )
             for row in rows
         ]
         return {"items": items, "next_cursor": next_cursor}

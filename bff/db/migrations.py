@@ -85,6 +85,12 @@ MIGRATIONS: list[Migration] = [
         "gift packs, popups, new-member exclusives",
         _create("gift_packs", "gift_pack_claims", "pack_popups", "exclusive_takes", "shop_locks"),
     ),
+    Migration(
+        6,
+        "points ledger and exchange offers",
+        _create("points_balances", "points_ledger", "exchange_offers"),
+    ),
+    Migration(7, "redemptions", _create("redemptions", "redemption_coupons")),
 ]
 
 

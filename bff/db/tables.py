@@ -223,8 +223,9 @@ gift_packs = Table(
     Column("status", String(8), nullable=False),  # active | ended
     Column("starts_at", UtcDateTime, nullable=False),
     Column("ends_at", UtcDateTime, nullable=False),
-    Column("popup_starts_at", UtcDateTime, nullable=False),
-    Column("popup_ends_at", UtcDateTime, nullable=False),
+    # NULL: the popup shows for the whole pack window (and follows it when it changes).
+    Column("popup_starts_at", UtcDateTime, nullable=True),
+    Column("popup_ends_at", UtcDateTime, nullable=True),
     Column("min_level", Integer, nullable=False, server_default="0"),
     # The coupon template ids, in the merchant's order (JSON list of ints).
     Column("template_ids", JSON, nullable=False),
@@ -283,5 +284,103 @@ shop_locks = Table(
     metadata,
     Column("shop_id", String(64), primary_key=True),
     Column("name", String(32), primary_key=True),
+    **MYSQL_TABLE_ARGS,
+)
+
+# --- points (migration 6) ----------------------------------------------------------------------
+# One row per (shop, user) holding points: the row an exchange or a merchant change locks,
+# and whose conditional update (``WHERE balance + :delta >= 0``) keeps the balance from
+# going negative under any concurrency. The CHECK makes that hold for every writer.
+points_balances = Table(
+    "points_balances",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("balance >= 0", name="points_not_negative"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Append-only: one row per change, never updated or deleted. ``request_key`` is the durable
+# idempotency record of the write that made the row (unique per shop), so a retry after the
+# gate lost its keys finds the first change instead of charging or granting twice.
+points_ledger = Table(
+    "points_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("ref", String(128), nullable=True),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("request_key", String(200), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    CheckConstraint("delta <> 0", name="points_delta_not_zero"),
+    CheckConstraint("balance_after >= 0", name="points_after_not_negative"),
+    UniqueConstraint("shop_id", "request_key"),
+    Index(None, "shop_id", "user_id", "id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# A coupon template sold for points (积分兑换). NULL starts_at / ends_at follow the
+# template's own claim window; set, they narrow it.
+exchange_offers = Table(
+    "exchange_offers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("template_id", BigInteger, nullable=False),
+    Column("points_cost", BigInteger, nullable=False),
+    Column("starts_at", UtcDateTime, nullable=True),
+    Column("ends_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("points_cost > 0", name="points_cost_positive"),
+    Index(None, "shop_id", "id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# --- redemption (核销) for the order system (migration 7) -----------------------------------
+# One row per order: the order id is the idempotency key (unique per shop), and the first
+# reply is kept so a retry gets the same bytes.
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("order_id", String(64), primary_key=True),
+    Column("user_id", String(64), nullable=False),
+    # locked | used | cancelled | expired (the lock lapsed before a confirm)
+    Column("status", String(10), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("live_room_id", String(64), nullable=True),
+    Column("total", BigInteger, nullable=False),
+    Column("discount", BigInteger, nullable=False),
+    Column("payable", BigInteger, nullable=False),
+    Column("locked_at", UtcDateTime, nullable=False),
+    Column("confirmed_at", UtcDateTime, nullable=True),
+    Column("cancelled_at", UtcDateTime, nullable=True),
+    Column("released_at", UtcDateTime, nullable=True),
+    CheckConstraint("discount >= 0 AND payable >= 0", name="money_not_negative"),
+    Index(None, "shop_id", "user_id", "status", "locked_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# The coupons an order holds, with the discount the engine apportioned to each: what the
+# merchant statistics sum. ``outcome`` stays NULL while the order holds the coupon; on
+# cancel or lapse it records what happened: returned | expired | not_returnable.
+redemption_coupons = Table(
+    "redemption_coupons",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("order_id", String(64), primary_key=True),
+    Column("coupon_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("template_id", BigInteger, nullable=False),
+    Column("discount", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=True),
+    CheckConstraint("discount >= 0", name="coupon_discount_not_negative"),
+    Index(None, "template_id", "order_id"),
     **MYSQL_TABLE_ARGS,
 )

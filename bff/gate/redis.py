@@ -1,16 +1,29 @@
-"""The Redis gate (redis.asyncio + Lua): the same semantics as the in-process twin."""
+"""The Redis gate (redis.asyncio + Lua): the same semantics as the in-process twin.
+
+Script calls are coalesced: every call made in the same turn of the event loop
+goes out in one pipeline (``EVALSHA`` each, not a transaction), so a burst of
+claims costs one Redis round trip per turn instead of one per call. Each call
+keeps its own keys (one hash tag each), so this stays valid on Redis Cluster,
+where the client splits a pipeline per slot. ``EVALSHA`` is used directly: a
+pipeline of ``Script`` objects would first ask ``SCRIPT EXISTS`` on every
+execute, a second round trip; a script missing after a Redis restart is loaded
+once and its calls retried.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from bff.gate.base import IdemState
 from config.loader import RedisSettings
 
-# Fixed-window counter: returns 0 within the limit, else the seconds left in the window.
 # Fixed-window counter: 1 within the limit, else 0. The window is in the key.
 HIT = """
 local n = redis.call('INCR', KEYS[1])
@@ -49,16 +62,112 @@ return 1
 """
 
 
+# Most calls one pipeline carries; a bigger turn is split into several pipelines.
+MAX_PIPELINE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    text: str
+    sha: str
+
+
+def _script(text: str) -> _Script:
+    # SHA-1 is how Redis names a script (EVALSHA), not a security measure.
+    return _Script(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+
+
+@dataclass(slots=True)
+class _Call:
+    script: _Script
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[Any]
+
+
+class _Coalescer:
+    """Sends the script calls of one event-loop turn as one pipeline."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._pending: list[_Call] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Call(script, keys, args, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), MAX_PIPELINE):
+            task = asyncio.get_running_loop().create_task(
+                self._send(pending[start : start + MAX_PIPELINE])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, calls: list[_Call]) -> None:
+        try:
+            results = await self._execute(calls)
+            missing = [c for c, r in zip(calls, results, strict=True) if _no_script(r)]
+            if missing:
+                for script in {c.script for c in missing}:
+                    await self.client.script_load(script.text)
+                retried = await self._execute(missing)
+                results = [
+                    retried[missing.index(c)] if _no_script(r) else r
+                    for c, r in zip(calls, results, strict=True)
+                ]
+        except BaseException as exc:  # the connection failed: every call fails with it
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, result in zip(calls, results, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(result, BaseException):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    async def _execute(self, calls: list[_Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _no_script(result: Any) -> bool:
+    return isinstance(result, redis.exceptions.NoScriptError)
+
+
+_HIT = _script(HIT)
+_ADMIT_MEMBER = _script(ADMIT_MEMBER)
+_IDEM_BEGIN = _script(IDEM_BEGIN)
+_IDEM_FINISH = _script(IDEM_FINISH)
+_IDEM_ABORT = _script(IDEM_ABORT)
+
+
 class RedisGate:
     name = "redis"
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self._hit = client.register_script(HIT)
-        self._admit_member = client.register_script(ADMIT_MEMBER)
-        self._idem_begin = client.register_script(IDEM_BEGIN)
-        self._idem_finish = client.register_script(IDEM_FINISH)
-        self._idem_abort = client.register_script(IDEM_ABORT)
+        self._batch = _Coalescer(client)
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> RedisGate:
@@ -78,32 +187,33 @@ class RedisGate:
         await self.client.ping()
 
     async def close(self) -> None:
+        await self._batch.close()
         await self.client.aclose(close_connection_pool=True)
 
     async def flush(self) -> None:
         await self.client.flushdb()
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> bool:
-        return bool(await self._hit(keys=[key], args=[limit, window_seconds]))
+        return bool(await self._batch.call(_HIT, [key], [limit, window_seconds]))
 
     async def count(self, key: str) -> int:
         return int(await self.client.get(key) or 0)
 
     async def admit_member(self, key: str, member: str, limit: int, ttl_seconds: int) -> bool:
-        return bool(await self._admit_member(keys=[key], args=[member, limit, ttl_seconds]))
+        return bool(await self._batch.call(_ADMIT_MEMBER, [key], [member, limit, ttl_seconds]))
 
     async def idem_begin(self, key: str, body_hash: str, pending_seconds: int) -> IdemState:
-        found: list[Any] = await self._idem_begin(keys=[key], args=[body_hash, pending_seconds])
+        found: list[Any] = await self._batch.call(_IDEM_BEGIN, [key], [body_hash, pending_seconds])
         if found[0] == b"new":
             return IdemState("new")
         reply = found[2] if found[2] else None
         return IdemState(found[0].decode(), found[1].decode() if found[1] else None, reply)
 
     async def idem_finish(self, key: str, body_hash: str, reply: bytes, ttl_seconds: int) -> None:
-        await self._idem_finish(keys=[key], args=[body_hash, reply, ttl_seconds])
+        await self._batch.call(_IDEM_FINISH, [key], [body_hash, reply, ttl_seconds])
 
     async def idem_abort(self, key: str) -> None:
-        await self._idem_abort(keys=[key])
+        await self._batch.call(_IDEM_ABORT, [key], [])
 
     async def publish(self, channel: str, message: str) -> None:
         await self.client.publish(channel, message)

@@ -7,11 +7,14 @@ from marshmallow import Schema, fields, validate
 from bff.coupons.schemas import BENEFIT_SCHEMAS
 from bff.coupons.wallet import CouponSchema
 from bff.members import MemberSchema
-from bff.packs.rules import KINDS, PACK_STATUSES, STATES
+from bff.packs.rules import KINDS, MAX_COUPONS, PACK_STATUSES, STATES
 from bff.schemas import MAX_ID, Discriminated, Int, PageQuery, Text
 from widgets.claim.schemas import REQUEST_ID
 
 template_id = validate.Range(min=1, max=MAX_ID, error="Must be a template id.")
+pack_size = validate.Length(
+    min=1, max=MAX_COUPONS, error=f"A pack holds 1 to {MAX_COUPONS} coupon templates."
+)
 
 
 class GiftInSchema(Schema):
@@ -32,7 +35,7 @@ class PackPatchSchema(Schema):
     popup_starts_at = fields.AwareDateTime(allow_none=True)
     popup_ends_at = fields.AwareDateTime(allow_none=True)
     min_level = Int(validate=validate.Range(min=0, max=100, error="Must be 0-100."))
-    coupon_template_ids = fields.List(Int(validate=template_id))
+    coupon_template_ids = fields.List(Int(validate=template_id), validate=pack_size)
     gift = fields.Nested(GiftInSchema, allow_none=True)
     status = fields.String(validate=validate.OneOf(PACK_STATUSES))
 
@@ -53,7 +56,7 @@ class PackInSchema(PackPatchSchema):
         validate=validate.Range(min=0, max=100, error="Must be 0-100."),
         metadata={"description": "member packs only"},
     )
-    coupon_template_ids = fields.List(Int(validate=template_id), required=True)
+    coupon_template_ids = fields.List(Int(validate=template_id), required=True, validate=pack_size)
     gift = fields.Nested(GiftInSchema, load_default=None, allow_none=True)
     status = fields.String(load_default="active", validate=validate.OneOf(PACK_STATUSES))
 

@@ -26,7 +26,7 @@ from http import HTTPStatus
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.clock import Clock
@@ -44,6 +44,7 @@ from bff.idempotency import Reply, body_hash, idempotency_conflict, run_once
 from bff.members import MemberService, fetch_member, is_new_member, member_from_row
 from bff.packs import rules
 from bff.packs.rules import PackView
+from bff.points.ledger import points_balance
 
 P = tables.gift_packs
 PC = tables.gift_pack_claims
@@ -131,8 +132,9 @@ def pack_view(row: Any, templates: dict[int, Any]) -> dict[str, Any]:
         "status": row.status,
         "starts_at": row.starts_at,
         "ends_at": row.ends_at,
-        "popup_starts_at": row.popup_starts_at,
-        "popup_ends_at": row.popup_ends_at,
+        # NULL popup window: the pack window, also after the pack window is changed.
+        "popup_starts_at": row.popup_starts_at or row.starts_at,
+        "popup_ends_at": row.popup_ends_at or row.ends_at,
         "min_level": row.min_level,
         "coupon_template_ids": [int(i) for i in row.template_ids],
         "gift": gift,
@@ -186,7 +188,6 @@ class PackService:
 
     # --- merchant admin -------------------------------------------------------------------
     async def create(self, shop_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        data = _with_popup_default(data)
         errors = rules.window_errors(data)
         if errors:
             raise validation_failed(errors)
@@ -255,8 +256,6 @@ class PackService:
             await lock_shop(conn, shop_id, f"pack:{current.kind}")
             row = await _fetch_pack(conn, shop_id, pack_id, lock=True)
             data = {**_data_of(row), **changes}
-            if "popup_starts_at" in changes or "popup_ends_at" in changes:
-                data = _with_popup_default(data)
             errors = rules.window_errors(data)
             if row.status == "ended" and data["status"] != "ended":
                 errors["status"] = ["An ended pack cannot be reopened."]
@@ -307,10 +306,6 @@ class PackService:
             raise validation_failed(errors)
 
     # --- membership and the member center ---------------------------------------------------
-    async def points(self, shop_id: str, user_id: str) -> int:
-        """The member's points balance (the points ledger arrives with issue 6)."""
-        return 0
-
     async def join(self, shop_id: str, user_id: str) -> JoinReply:
         """Join (or rejoin); a new member sees the new-member pack, once, in the reply."""
         joined = await self.members.join(shop_id, user_id)
@@ -322,11 +317,12 @@ class PackService:
         body = {"member": joined.member, "new_member": new_member, "popup": popup}
         return JoinReply(created=joined.outcome != "already", body=body)
 
-    async def member_center(self, shop_id: str, user_id: str, points: int) -> dict[str, Any]:
+    async def member_center(self, shop_id: str, user_id: str) -> dict[str, Any]:
         now = self.clock.now()
 
-        async def work(conn: AsyncConnection) -> tuple[Any, list[Any], set[int]]:
+        async def work(conn: AsyncConnection) -> tuple[Any, int, list[Any], set[int]]:
             member = await fetch_member(conn, shop_id, user_id)
+            points = await points_balance(conn, shop_id, user_id)
             packs = list(
                 await conn.execute(
                     select(P)
@@ -340,9 +336,9 @@ class PackService:
                 )
             )
             claimed = await _claimed_packs(conn, user_id, [p.id for p in packs])
-            return member, packs, claimed
+            return member, points, packs, claimed
 
-        member, packs, claimed = await self.db.read(work)
+        member, points, packs, claimed = await self.db.read(work)
         popup = None
         if member is not None and member.left_at is None:
             popup = await self._popup(shop_id, user_id, "member", member, now)
@@ -377,8 +373,8 @@ class PackService:
                         P.c.shop_id == shop_id,
                         P.c.kind == kind,
                         P.c.status == "active",
-                        P.c.popup_starts_at <= now,
-                        P.c.popup_ends_at > now,
+                        func.coalesce(P.c.popup_starts_at, P.c.starts_at) <= now,
+                        func.coalesce(P.c.popup_ends_at, P.c.ends_at) > now,
                     )
                     .order_by(P.c.starts_at)
                     .limit(1)
@@ -589,13 +585,6 @@ def _benefit_ids(pack: Any) -> list[int]:
     if pack.gift_template_id is not None:
         ids.append(int(pack.gift_template_id))
     return ids
-
-
-def _with_popup_default(data: dict[str, Any]) -> dict[str, Any]:
-    """No popup window given: the popup shows for the whole pack window."""
-    if data.get("popup_starts_at") is None and data.get("popup_ends_at") is None:
-        return {**data, "popup_starts_at": data["starts_at"], "popup_ends_at": data["ends_at"]}
-    return data
 
 
 async def _claimed_packs(conn: AsyncConnection, user_id: str, pack_ids: list[int]) -> set[int]:

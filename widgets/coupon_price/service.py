@@ -8,6 +8,7 @@ signed-in user their usable coupons, held counts, wallet size and membership.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -26,11 +27,13 @@ from bff.pricing.engine import (
     Candidate,
     Line,
     NotApplicable,
+    Quote,
     allowed,
     best_quote,
     evaluate,
     scope_lines,
 )
+from bff.redemption.locks import effective_status, unused_now
 from config.loader import Settings
 from widgets.coupon_price.core import (
     TemplateFacts,
@@ -68,6 +71,7 @@ class PriceService:
         self.db = db
         self.clock = clock
         self.settings = settings
+        self.lock_timeout = timedelta(minutes=settings.redemption.lock_timeout_minutes)
 
     # --- public operations --------------------------------------------------------------------
     async def product(
@@ -109,8 +113,29 @@ class PriceService:
         coupon_ids: list[int] | None,
         live_room_id: str | None,
     ) -> dict[str, Any]:
+        async def work(conn: AsyncConnection) -> Quote:
+            return await self.order_quote(conn, shop_id, user_id, items, coupon_ids, live_room_id)
+
+        return quote_view(await self.db.read(work))
+
+    async def order_quote(
+        self,
+        conn: AsyncConnection,
+        shop_id: str,
+        user_id: str,
+        items: list[dict[str, Any]],
+        coupon_ids: list[int] | None,
+        live_room_id: str | None,
+    ) -> Quote:
+        """An order's price on ``conn``: the checkout preview, and redemption inside its lock.
+
+        Unknown product: 404. Chosen coupons are validated, the first refused one named
+        (409 COUPON_NOT_USABLE); without ``coupon_ids`` the best held ones are chosen.
+        """
         ids = list(dict.fromkeys(item["product_id"] for item in items))
-        data = await self._load(shop_id, user_id, ids, live_room_id, with_claimable=False)
+        data = await self._load(
+            shop_id, user_id, ids, live_room_id, with_claimable=False, conn=conn
+        )
         missing = [pid for pid in ids if pid not in data.products]
         if missing:
             raise not_found(f"product {missing[0]}")
@@ -124,29 +149,8 @@ class PriceService:
         ]
         held = [self._held_candidate(row) for row in data.held]
         if coupon_ids is None:
-            quote = best_quote(lines, held)
-        else:
-            quote = await self._chosen(shop_id, user_id, lines, held, coupon_ids)
-        return {
-            "lines": [
-                {
-                    "product_id": line.product_id,
-                    "quantity": line.quantity,
-                    "unit_price": line.unit_price,
-                    "amount": line.amount,
-                    "discount": line.discount,
-                    "payable": line.payable,
-                }
-                for line in quote.lines
-            ],
-            "coupons": [
-                {"coupon_id": applied.candidate.coupon_id, "discount": applied.discount}
-                for applied in quote.coupons
-            ],
-            "total": quote.total,
-            "discount": quote.discount,
-            "payable": quote.payable,
-        }
+            return best_quote(lines, held)
+        return await self._chosen(conn, shop_id, user_id, lines, held, coupon_ids)
 
     async def auto_claim_templates(self, shop_id: str, product_id: str) -> list[int]:
         async def work(conn: AsyncConnection) -> Any:
@@ -215,6 +219,7 @@ class PriceService:
 
     async def _chosen(
         self,
+        conn: AsyncConnection,
         shop_id: str,
         user_id: str,
         lines: list[Line],
@@ -228,7 +233,7 @@ class PriceService:
             candidate = by_id.get(coupon_id)
             if candidate is None:
                 raise _not_usable(
-                    coupon_id, await self._why_not_usable(shop_id, user_id, coupon_id)
+                    coupon_id, await self._why_not_usable(conn, shop_id, user_id, coupon_id)
                 )
             if not scope_lines(candidate, lines):
                 raise _not_usable(coupon_id, "out_of_scope")
@@ -241,17 +246,16 @@ class PriceService:
             reason = _REASONS.get(exc.reason, "not_applicable")
             raise _not_usable(exc.candidate.coupon_id, reason) from exc
 
-    async def _why_not_usable(self, shop_id: str, user_id: str, coupon_id: int) -> str:
+    async def _why_not_usable(
+        self, conn: AsyncConnection, shop_id: str, user_id: str, coupon_id: int
+    ) -> str:
         now = self.clock.now()
-
-        async def work(conn: AsyncConnection) -> Any:
-            query = select(C).where(C.c.id == coupon_id, C.c.shop_id == shop_id)
-            return (await conn.execute(query.where(C.c.user_id == user_id))).first()
-
-        row = await self.db.read(work)
+        query = select(C).where(C.c.id == coupon_id, C.c.shop_id == shop_id)
+        row = (await conn.execute(query.where(C.c.user_id == user_id))).first()
         if row is None:
             return "not_found"  # also another user's or shop's: never reveal it exists
-        status = coupon_status(row.status, row.valid_to, now)
+        stored = effective_status(row.status, row.updated_at, now - self.lock_timeout)
+        status = coupon_status(stored, row.valid_to, now)
         if status == "unused" and row.valid_from > now:
             return "not_yet_valid"
         return status
@@ -265,7 +269,9 @@ class PriceService:
         live_room_id: str | None,
         *,
         with_claimable: bool,
+        conn: AsyncConnection | None = None,
     ) -> PricingData:
+        """One read for a whole request; on ``conn`` when the caller is inside a transaction."""
         now = self.clock.now()
         settings = self.settings
 
@@ -294,7 +300,7 @@ class PriceService:
                         .where(
                             C.c.shop_id == shop_id,
                             C.c.user_id == user_id,
-                            C.c.status == "unused",
+                            unused_now(now - self.lock_timeout),  # a lapsed lock is over
                             C.c.valid_from <= now,
                             C.c.valid_to > now,
                         )
@@ -342,7 +348,33 @@ class PriceService:
                     data.claimable.append((candidate, row.spec))
             return data
 
+        if conn is not None:
+            return await work(conn)
         return await self.db.read(work)
+
+
+def quote_view(quote: Quote) -> dict[str, Any]:
+    """API.md's checkout shape (also the redemption reply's): lines, coupons, totals."""
+    return {
+        "lines": [
+            {
+                "product_id": line.product_id,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "amount": line.amount,
+                "discount": line.discount,
+                "payable": line.payable,
+            }
+            for line in quote.lines
+        ],
+        "coupons": [
+            {"coupon_id": applied.candidate.coupon_id, "discount": applied.discount}
+            for applied in quote.coupons
+        ],
+        "total": quote.total,
+        "discount": quote.discount,
+        "payable": quote.payable,
+    }
 
 
 def _not_usable(coupon_id: int | None, reason: str) -> Exception:

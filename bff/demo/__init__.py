@@ -1,0 +1,1 @@
+"""The demo shop (``python run.py --demo``) and the storefront page served at ``/demo``."""

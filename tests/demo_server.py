@@ -1,0 +1,108 @@
+"""``python run.py --demo`` as a newcomer runs it: a subprocess on a free port, stopped after.
+
+Shared by the demo tests and the browser test. The server runs in its own working
+directory (its ``var/`` with the SQLite file and the development JWT secret), on the
+embedded default or on the test MariaDB + Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import MYSQL_URL, REDIS_URL
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_SECONDS = 60.0
+STOREFRONT = re.compile(r"Storefront:\s+(\S+)#token=(\S+)")
+
+
+@dataclass
+class DemoServer:
+    base_url: str
+    token: str
+    output: str
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def demo_env(backend: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a fresh shell: no BFF_* of the caller's, only the backend's."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BFF_")}
+    env.update(BFF_HOST="127.0.0.1", BFF_PORT=str(port), PYTHONUNBUFFERED="1")
+    if backend == "mariadb":
+        env.update(BFF_DATABASE_URL=MYSQL_URL, BFF_REDIS_URL=REDIS_URL)
+    env.update(extra)
+    return env
+
+
+def run_demo_command(workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``python run.py --demo`` in ``workdir``, its output going to ``workdir/server.log``."""
+    with (workdir / "server.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "run.py"), "--demo"],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@contextlib.asynccontextmanager
+async def demo_server(workdir: Path, backend: str) -> AsyncIterator[DemoServer]:
+    """Start ``run.py --demo``; yield once it printed its URLs and answers /healthz."""
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test's own tmp dir
+    port = free_port()
+    process = run_demo_command(workdir, demo_env(backend, port))
+    try:
+        server = await _wait_until_serving(process, workdir / "server.log", port)
+        yield server
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful aiohttp shutdown), then SIGKILL; only this process."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+async def _wait_until_serving(process: subprocess.Popen[bytes], log: Path, port: int) -> DemoServer:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            output = log.read_text(errors="replace")  # noqa: ASYNC240 - a small local file
+            if process.poll() is not None:
+                raise AssertionError(f"run.py --demo exited {process.returncode}:\n{output}")
+            found = STOREFRONT.search(output)
+            if found is not None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    url = f"http://127.0.0.1:{port}/healthz"
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            base_url = found.group(1).removesuffix("/demo")
+                            return DemoServer(base_url, found.group(2), output)
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"run.py --demo did not serve within {START_TIMEOUT_SECONDS:.0f} s")

@@ -238,8 +238,10 @@ async def drill_flushall(db: MariaDB, redis: PrivateRedis, minter: Minter, quick
                 session, shop, 1, name="drill flush", stock={"type": "limited", "total": stock}
             )
             requests = _users(minter, "f", users)
-            # A quarter of the requests are sent twice at once (a double tap).
-            doubled = requests + requests[: users // 4]
+            # A quarter of the requests are sent twice at once (a double tap): each copy
+            # right behind its original, so both are in flight together.
+            doubled = [copy for pair in requests[: users // 4] for copy in (pair, pair)]
+            doubled += requests[users // 4 :]
             claimer = Claimer(session, server.base, template_id)
             flushed_at: list[int] = []
 

@@ -16,10 +16,14 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -34,6 +38,10 @@ from config.loader import ConfigError, IdentitySettings, Settings, load_settings
 log = logging.getLogger("bff.run")
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
+# A dead worker is replaced at most once per this many seconds (per worker slot).
+RESPAWN_SECONDS = 1.0
+# How long workers get to finish their requests after SIGTERM before SIGKILL.
+STOP_SECONDS = 10.0
 
 
 def _install_uvloop() -> None:
@@ -88,19 +96,57 @@ def serve(settings: Settings) -> int:
     sock.bind((settings.server.host, settings.server.port))
     sock.listen(1024)
     sock.set_inheritable(True)
+    return _supervise(settings, sock, workers)
+
+
+def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
+    """Keep ``workers`` processes serving ``sock`` until SIGTERM or SIGINT.
+
+    A worker that dies (OOM killer, a crash, SIGKILL) is replaced, so the port
+    does not stay served by fewer processes until someone restarts the service;
+    the new worker builds its pools and gate state from scratch like any
+    start. SIGTERM to this parent is passed on to the workers: without that
+    they would go on serving as orphans.
+    """
+    setup_logging()
     context = multiprocessing.get_context("fork")
-    processes = [
-        context.Process(target=_serve_one, args=(settings, sock), daemon=False)
-        for _ in range(workers)
-    ]
-    for process in processes:
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def start() -> tuple[multiprocessing.process.BaseProcess, float]:
+        process = context.Process(target=_serve_one, args=(settings, sock), daemon=False)
         process.start()
-    try:
-        for process in processes:
-            process.join()
-    except KeyboardInterrupt:
-        for process in processes:
+        return process, time.monotonic()
+
+    processes = [start() for _ in range(workers)]
+    while not stopping:
+        multiprocessing.connection.wait([p.sentinel for p, _ in processes], timeout=0.5)
+        for slot, (process, started) in enumerate(processes):
+            if process.is_alive() or stopping:
+                continue
+            log.warning(
+                "worker exited; starting another",
+                extra={"fields": {"pid": process.pid, "exitcode": process.exitcode}},
+            )
+            # A worker that cannot even start (database down) must not be respawned in a
+            # tight loop: at most one start per RESPAWN_SECONDS per slot.
+            time.sleep(max(0.0, started + RESPAWN_SECONDS - time.monotonic()))
+            processes[slot] = start()
+    for process, _ in processes:
+        if process.is_alive():
             process.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for process, _ in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
     return 0
 
 

@@ -66,9 +66,29 @@ class ReplyCache:
         for entry_key in [k for k in self._entries if k[0] == shop_id]:
             del self._entries[entry_key]
 
-    async def cached(self, shop_id: str, key: str, build: Callable[[], Awaitable[bytes]]) -> bytes:
+    def _alias(self, shop_id: str, key: str, alias: str) -> None:
+        """``alias`` names the same entry as ``key``, with the same expiry."""
+        entry = self._entries.get((shop_id, key))
+        if entry is None:
+            return
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[(shop_id, alias)] = entry
+
+    async def cached(
+        self,
+        shop_id: str,
+        key: str,
+        build: Callable[[], Awaitable[bytes]],
+        *,
+        alias: str | None = None,
+    ) -> bytes:
+        """The bytes under ``key``, built once if missing; ``alias`` (the request's raw
+        form, see routing) is made to name the same entry whenever ``key`` is kept."""
         body = self.get(shop_id, key)
         if body is not None:
+            if alias is not None:
+                self._alias(shop_id, key, alias)
             return body
         entry_key = (shop_id, key)
         pending = self._building.get(entry_key)
@@ -88,6 +108,8 @@ class ReplyCache:
         future.set_result(body)
         if self._generation.get(shop_id, 0) == generation:
             self.put(shop_id, key, body)
+            if alias is not None:
+                self._alias(shop_id, key, alias)
         return body
 
 

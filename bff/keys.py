@@ -67,3 +67,5 @@ STATS: web.AppKey[StatsService] = web.AppKey("stats")
 
 CLAIMS: web.RequestKey[Claims | None] = web.RequestKey("claims")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+# The reply-cache key of this request's raw form (routing.Endpoint.raw_cache_key).
+RAW_CACHE_KEY: web.RequestKey[str] = web.RequestKey("raw_cache_key")

@@ -15,6 +15,7 @@ drift from what is enforced.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from marshmallow import Schema, ValidationError
 from bff import jsonutil
 from bff.auth import Claims, Role
 from bff.errors import forbidden, unauthenticated, validation_failed
-from bff.keys import CLAIMS, INVALIDATOR, REPLY_CACHE
+from bff.keys import CLAIMS, INVALIDATOR, RAW_CACHE_KEY, REPLY_CACHE
 from bff.schemas import ID_PATTERN, flatten_errors
 
 API_PREFIX = "/api/v1"
@@ -79,6 +80,7 @@ class Call:
 
 
 HandlerFn = Callable[[Call], Awaitable[Any]]
+RawCacheKey = Callable[[web.Request, Claims | None, bytes], str | None]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,11 @@ class Endpoint:
     # An admin write that changes what shoppers pay: after it succeeds, cached price
     # replies of the shop are cleared in every process (bff.cache).
     changes_prices: bool = False
+    # A read answered from the reply cache (bff.cache): the key this *raw* request maps
+    # to, or None when this caller's reply is not shared (say, signed in). It is looked
+    # up before the body and query are loaded, so a hit skips marshmallow, which costs
+    # more than the rest of a cached read; see ``cached_reply`` for when it is stored.
+    raw_cache_key: RawCacheKey | None = None
 
     @property
     def openapi_path(self) -> str:
@@ -218,6 +225,14 @@ def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
 
     async def view(request: web.Request) -> web.StreamResponse:
         claims = check_access(endpoint, request)
+        if endpoint.raw_cache_key is not None:
+            raw = await request.read() if request.body_exists else b""
+            raw_key = endpoint.raw_cache_key(request, claims, raw)
+            if raw_key is not None:
+                hit = request.app[REPLY_CACHE].get(request.match_info["shop_id"], raw_key)
+                if hit is not None:
+                    return web.Response(body=hit, content_type="application/json")
+                request[RAW_CACHE_KEY] = raw_key
         body = None
         if body_schema is not None and not endpoint.multipart:
             body = load(body_schema, await read_json(request))
@@ -242,13 +257,42 @@ async def cached_reply(
     schema: Schema,
     build: Callable[[], Awaitable[Any]],
 ) -> web.Response:
-    """The same serialized bytes for every caller of ``key`` (see bff.cache)."""
+    """The same serialized bytes for every caller of ``key`` (see bff.cache).
+
+    The reply is also kept under the request's raw key (``Endpoint.raw_cache_key``),
+    so the next identical request is answered before any parsing. Only a request
+    that loaded cleanly gets here: a raw key never maps to an error or to another
+    request's reply.
+    """
 
     async def serialized() -> bytes:
         return jsonutil.dumps(schema.dump(await build()))
 
-    body = await call.app[REPLY_CACHE].cached(call.shop_id, key, serialized)
+    alias = call.request.get(RAW_CACHE_KEY)
+    body = await call.app[REPLY_CACHE].cached(call.shop_id, key, serialized, alias=alias)
     return web.Response(body=body, content_type="application/json")
+
+
+def raw_path_key(request: web.Request, claims: Claims | None, raw: bytes) -> str | None:
+    """Everyone's reply, keyed by the path and query string exactly as sent."""
+    return "raw|" + request.raw_path
+
+
+def anonymous_raw_path_key(
+    request: web.Request, claims: Claims | None, raw: bytes
+) -> str | None:
+    """The shared reply of anonymous callers, keyed by the path and query as sent."""
+    return None if claims is not None else "raw|" + request.raw_path
+
+
+def anonymous_raw_body_key(
+    request: web.Request, claims: Claims | None, raw: bytes
+) -> str | None:
+    """The shared reply of anonymous callers, keyed by the path and a digest of the body
+    (a digest: bodies may be padded up to the size limit, keys must stay small)."""
+    if claims is not None:
+        return None
+    return f"raw|{request.raw_path}|{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
 
 def add_routes(app: web.Application, endpoints: list[Endpoint]) -> None:

@@ -14,8 +14,11 @@ from bff.routing import (
     USER_OR_ANONYMOUS,
     Call,
     Routes,
+    anonymous_raw_body_key,
+    anonymous_raw_path_key,
     cached_reply,
     json_response,
+    raw_path_key,
 )
 from bff.schemas import ID_PATTERN
 from handlers.claim import claim_context
@@ -47,6 +50,7 @@ PRICES_REPLY = PricesReplySchema()
     query=ProductQuerySchema,
     reply=ProductDetailSchema,
     errors=(HTTPStatus.NOT_FOUND,),
+    raw_cache_key=anonymous_raw_path_key,
 )
 async def product_detail(call: Call) -> Any:
     """Product detail with its post-coupon price (券后价)."""
@@ -70,6 +74,7 @@ async def product_detail(call: Call) -> Any:
     body=PricesInSchema,
     reply=PricesReplySchema,
     example={"items": [{"product_id": "cup-1", "quantity": 1}]},
+    raw_cache_key=anonymous_raw_body_key,
 )
 async def list_prices(call: Call) -> Any:
     """Post-coupon prices of up to 50 products (list pages); unknown products are left out."""
@@ -116,7 +121,13 @@ async def auto_claim(call: Call) -> web.Response:
     return json_response(reply.payload(), reply.status)
 
 
-@routes.get(ROOM, auth=USER_OR_ANONYMOUS, query=LivePricesQuerySchema, reply=LiveRoomSchema)
+@routes.get(
+    ROOM,
+    auth=USER_OR_ANONYMOUS,
+    query=LivePricesQuerySchema,
+    reply=LiveRoomSchema,
+    raw_cache_key=raw_path_key,
+)
 async def live_room_prices(call: Call) -> web.Response:
     """A live room's exclusive prices (直播专享价) with status upcoming / live / ended."""
     ids = [part for part in call.query["product_ids"].split(",") if part]

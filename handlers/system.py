@@ -48,6 +48,17 @@ async def readyz(call: Call) -> web.Response:
     )
 
 
+@routes.get(API_PREFIX + "/ping", auth=PUBLIC)
+async def ping(call: Call) -> web.Response:
+    """A minimal JSON reply through the full middleware stack.
+
+    The benchmark's baseline B (bench/run.py): every other route's rate is given as a
+    ratio to this one, measured in the same run, so the figures say what each route
+    costs beyond aiohttp and our middlewares rather than how fast the machine is.
+    """
+    return json_response({"pong": True})
+
+
 @routes.get("/metrics", auth=PUBLIC)
 async def metrics(call: Call) -> web.Response:
     """Prometheus text: requests by route, method and status; latency histogram."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bff.coupons.claims import TemplateCache
 from bff.coupons.codes import parse_code_file
 from bff.coupons.rules import MemberView, precheck, shop_day
 from bff.gate.base import window_key
@@ -145,3 +147,44 @@ def test_window_key_follows_the_clock():
 @given(st.dictionaries(st.text(max_size=5), st.integers(), max_size=6))
 def test_body_hash_ignores_key_order(body):
     assert body_hash(body) == body_hash(dict(reversed(list(body.items()))))
+
+
+class _SlowRows:
+    """A database stand-in whose reads wait for a signal, counting them."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.reads = 0
+        self.release = asyncio.Event()
+        self.fail = fail
+
+    async def read(self, work):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("database away")
+        return SimpleNamespace(id=7, shop_id="s1")
+
+
+async def test_template_cache_reads_once_for_the_claims_that_missed_together():
+    db = _SlowRows()
+    cache = TemplateCache(db, ttl_seconds=60)  # type: ignore[arg-type]
+    waiting = [asyncio.ensure_future(cache.get("s1", 7)) for _ in range(20)]
+    await asyncio.sleep(0)
+    db.release.set()
+    rows = await asyncio.gather(*waiting)
+    assert db.reads == 1
+    assert {row.id for row in rows} == {7}
+    assert (await cache.get("s1", 7)).id == 7 and db.reads == 1  # kept for its TTL
+    assert await cache.get("s2", 7) is None  # another shop's template stays invisible
+
+
+async def test_template_cache_hands_a_failed_read_to_every_waiter_and_keeps_nothing():
+    db = _SlowRows(fail=True)
+    cache = TemplateCache(db, ttl_seconds=60)  # type: ignore[arg-type]
+    waiting = [asyncio.ensure_future(cache.get("s1", 7)) for _ in range(5)]
+    await asyncio.sleep(0)
+    db.release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert db.reads == 1 and all(isinstance(r, ConnectionError) for r in results)
+    db.fail = False
+    assert (await cache.get("s1", 7)).id == 7 and db.reads == 2  # the next claim reads again

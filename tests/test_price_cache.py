@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from http import HTTPStatus
 
 import pytest
@@ -11,7 +12,7 @@ from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from tests.conftest import base_settings, expect, mariadb_settings
-from tests.helpers import put_product
+from tests.helpers import claim_ok, put_product
 
 BASE = "/api/v1/shops/s1"
 
@@ -72,3 +73,84 @@ async def test_cache_builds_once_for_concurrent_misses_and_drops_builds_older_th
     assert await asyncio.gather(*waiting) == [b"old"] * 5
     assert calls == 1
     assert cache.get("s1", "k") is None  # the pre-write build was not kept
+
+
+# --- the raw-request key: cached bytes before any parsing ---------------------------------
+async def test_a_raw_request_replays_cached_bytes_but_never_an_error(client, merchant):
+    await put_product(client, merchant, "p1", 10000, title="cup")
+    url = f"{BASE}/products/p1?quantity=2"
+    first = await expect(await client.get(url), HTTPStatus.OK)
+    assert await (await client.get(url)).read() == await (await client.get(url)).read()
+    assert first["price"]["final_price"] == 20000
+    for _ in range(2):  # an invalid query is refused every time, never served from a cache
+        await expect(
+            await client.get(f"{BASE}/products/p1?quantity=abc"),
+            HTTPStatus.BAD_REQUEST,
+            "VALIDATION_FAILED",
+        )
+        await expect(await client.get(f"{BASE}/products/nope"), HTTPStatus.NOT_FOUND)
+    # A write clears the raw entries with the others: the same raw request sees the new price.
+    await put_product(client, merchant, "p1", 9000, title="cup")
+    body = await expect(await client.get(url), HTTPStatus.OK)
+    assert body["price"]["final_price"] == 18000
+
+
+async def test_list_prices_are_cached_by_the_exact_body_and_bad_bodies_stay_refused(
+    client, merchant
+):
+    await put_product(client, merchant, "p1", 10000, title="cup")
+    compact = b'{"items":[{"product_id":"p1","quantity":1}]}'
+    spaced = b'{"items": [ {"product_id": "p1", "quantity": 1} ]}'
+    headers = {"Content-Type": "application/json"}
+    replies = [
+        await expect(await client.post(f"{BASE}/prices", data=raw, headers=headers), HTTPStatus.OK)
+        for raw in (compact, compact, spaced, spaced)
+    ]
+    assert all(reply == replies[0] for reply in replies)
+    assert replies[0]["items"][0]["price"]["final_price"] == 10000
+    too_many = {"items": [{"product_id": f"p{n}", "quantity": 1} for n in range(51)]}
+    for _ in range(2):
+        await expect(
+            await client.post(f"{BASE}/prices", json=too_many),
+            HTTPStatus.BAD_REQUEST,
+            "VALIDATION_FAILED",
+        )
+    await put_product(client, merchant, "p1", 7000, title="cup")
+    body = await expect(
+        await client.post(f"{BASE}/prices", data=compact, headers=headers), HTTPStatus.OK
+    )
+    assert body["items"][0]["price"]["final_price"] == 7000
+
+
+async def test_a_signed_in_caller_never_gets_the_anonymous_cached_reply(
+    client, merchant, make_template, auth
+):
+    await put_product(client, merchant, "p1", 40000, title="cup")
+    template = await make_template()
+    user = auth("user", sub="u1")
+    anonymous = await expect(await client.get(f"{BASE}/products/p1"), HTTPStatus.OK)
+    assert anonymous["price"]["coupons"][0]["needs_claim"] is True  # now cached
+    coupon = await claim_ok(client, user, template["id"])
+    signed_in = await expect(await client.get(f"{BASE}/products/p1", headers=user), HTTPStatus.OK)
+    assert signed_in["price"]["coupons"] == [
+        {"coupon_id": coupon["coupon_id"], "needs_claim": False, "discount": 5000}
+    ]
+
+
+async def test_a_raw_alias_lives_and_dies_with_its_entry():
+    from bff.cache import ReplyCache
+
+    clock = ManualClock()
+    cache = ReplyCache(1.0, clock)
+
+    async def build() -> bytes:
+        return b"reply"
+
+    assert await cache.cached("s1", "k", build, alias="raw|a") == b"reply"
+    assert await cache.cached("s1", "k", build, alias="raw|b") == b"reply"  # a hit aliases too
+    assert cache.get("s1", "raw|a") == cache.get("s1", "raw|b") == b"reply"
+    clock.advance(timedelta(seconds=2))
+    assert cache.get("s1", "raw|a") is None  # expires with its entry
+    await cache.cached("s1", "k", build, alias="raw|a")
+    cache.clear_shop("s1")
+    assert cache.get("s1", "raw|a") is None

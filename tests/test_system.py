@@ -38,6 +38,12 @@ async def test_healthz_and_readyz(client):
     assert set(ready["checks"].values()) == {"ok"}
 
 
+async def test_ping_is_a_small_json_reply_through_the_middlewares(client):
+    response = await client.get("/api/v1/ping")
+    assert await expect(response, HTTPStatus.OK) == {"pong": True}
+    assert response.headers["X-Request-Id"]  # went through the observe middleware
+
+
 async def test_unknown_path_and_method_use_the_error_shape(client):
     await expect(await client.get("/api/v1/nope"), HTTPStatus.NOT_FOUND, "NOT_FOUND")
     response = await client.delete("/healthz")

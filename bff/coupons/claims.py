@@ -15,6 +15,7 @@ sold-out path that keeps the order needs per-user counts in the gate (issue 8).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,27 +48,52 @@ COUPON_SCHEMA = CouponSchema()
 
 
 class TemplateCache:
-    """Template rows per process for a short time; admin writes in this process drop them."""
+    """Template rows per process for a short time; admin writes in this process drop them.
+
+    Misses are single-flight: when an entry expires under a burst, the claims in
+    flight share one read instead of each reading the row (bench/run.py measured
+    162 reads in 6 s at 64 concurrent claims, 8 % of the claim path's CPU).
+    """
 
     def __init__(self, db: Database, ttl_seconds: float) -> None:
         self.db = db
         self.ttl = ttl_seconds
         self._rows: dict[int, tuple[float, Any]] = {}
+        self._loading: dict[tuple[str, int], asyncio.Future[Any]] = {}
 
     async def get(self, shop_id: str, template_id: int) -> Any:
         cached = self._rows.get(template_id)
         if cached is not None and cached[0] > time.monotonic():
             row = cached[1]
         else:
-
-            async def work(conn: AsyncConnection) -> Any:
-                return await fetch_row(conn, shop_id, template_id)
-
-            row = await self.db.read(work)
+            row = await self._load(shop_id, template_id)
             if row is None:
                 return None
-            self._rows[template_id] = (time.monotonic() + self.ttl, row)
         return row if row.shop_id == shop_id else None
+
+    async def _load(self, shop_id: str, template_id: int) -> Any:
+        key = (shop_id, template_id)
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+
+        async def work(conn: AsyncConnection) -> Any:
+            return await fetch_row(conn, shop_id, template_id)
+
+        try:
+            row = await self.db.read(work)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._loading.pop(key, None)
+        future.set_result(row)
+        if row is not None:
+            self._rows[template_id] = (time.monotonic() + self.ttl, row)
+        return row
 
     def forget(self, template_id: int) -> None:
         self._rows.pop(template_id, None)

@@ -89,6 +89,23 @@ def _data_of(row: Any) -> dict[str, Any]:
     }
 
 
+def _columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The columns a create or a PATCH writes from a pack in create-body shape."""
+    gift = data["gift"]
+    return {
+        "name": data["name"],
+        "status": data["status"],
+        "starts_at": data["starts_at"],
+        "ends_at": data["ends_at"],
+        "popup_starts_at": data["popup_starts_at"],
+        "popup_ends_at": data["popup_ends_at"],
+        "min_level": data["min_level"],
+        "template_ids": list(data["coupon_template_ids"]),
+        "gift_template_id": None if gift is None else gift["template_id"],
+        "gift_quantity": None if gift is None else gift["quantity"],
+    }
+
+
 def _template_ids(rows: list[Any]) -> list[int]:
     ids: set[int] = set()
     for row in rows:
@@ -198,21 +215,11 @@ class PackService:
             await self._check_contents(conn, shop_id, data)
             if data["status"] == "active":
                 await _check_overlap(conn, shop_id, data, None)
-            gift = data["gift"]
             result = await conn.execute(
                 insert(P).values(
                     shop_id=shop_id,
                     kind=data["kind"],
-                    name=data["name"],
-                    status=data["status"],
-                    starts_at=data["starts_at"],
-                    ends_at=data["ends_at"],
-                    popup_starts_at=data["popup_starts_at"],
-                    popup_ends_at=data["popup_ends_at"],
-                    min_level=data["min_level"],
-                    template_ids=list(data["coupon_template_ids"]),
-                    gift_template_id=None if gift is None else gift["template_id"],
-                    gift_quantity=None if gift is None else gift["quantity"],
+                    **_columns(data),
                     gifts_given=0,
                     claimed=0,
                     created_at=now,
@@ -270,23 +277,8 @@ class PackService:
                 await self._check_contents(conn, shop_id, data)
             if data["status"] == "active":
                 await _check_overlap(conn, shop_id, data, pack_id)
-            gift = data["gift"]
             await conn.execute(
-                update(P)
-                .where(P.c.id == pack_id)
-                .values(
-                    name=data["name"],
-                    status=data["status"],
-                    starts_at=data["starts_at"],
-                    ends_at=data["ends_at"],
-                    popup_starts_at=data["popup_starts_at"],
-                    popup_ends_at=data["popup_ends_at"],
-                    min_level=data["min_level"],
-                    template_ids=list(data["coupon_template_ids"]),
-                    gift_template_id=None if gift is None else gift["template_id"],
-                    gift_quantity=None if gift is None else gift["quantity"],
-                    updated_at=now,
-                )
+                update(P).where(P.c.id == pack_id).values(**_columns(data), updated_at=now)
             )
             row = await _fetch_pack(conn, shop_id, pack_id)
             return (await _views(conn, shop_id, [row]))[0]

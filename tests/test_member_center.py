@@ -889,53 +889,29 @@ async def test_pack_gift_quantity_must_be_positive(
     await field_error(await post_pack(client, merchant, body), "gift.quantity")
 
 
-async def test_pack_ends_after_it_starts(
-    client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
+# Window rules, as offsets in hours from now (the default pack runs from -1 h to +10 days).
+WINDOW_ERRORS = [
+    ({"starts_at": 0, "ends_at": 0}, "ends_at"),
+    ({"popup_starts_at": 0}, "popup_ends_at"),  # half a popup window
+    ({"popup_ends_at": 24}, "popup_starts_at"),
+    ({"popup_starts_at": 0, "popup_ends_at": 0}, "popup_ends_at"),
+    ({"popup_starts_at": -2, "popup_ends_at": 24}, "popup_starts_at"),  # before the pack
+    ({"popup_starts_at": 0, "popup_ends_at": 11 * 24}, "popup_starts_at"),  # after it
+]
+
+
+@pytest.mark.parametrize(("hours", "field"), WINDOW_ERRORS)
+async def test_pack_window_rules(
+    client: TestClient,
+    clock: Any,
+    merchant: dict[str, str],
+    make_template: Any,
+    hours: dict[str, int],
+    field: str,
 ) -> None:
     ids = await pack_templates(make_template, 10)
-    now = iso(clock.now())
-    body = pack_body(clock, ids, starts_at=now, ends_at=now)
-    await field_error(await post_pack(client, merchant, body), "ends_at")
-
-
-async def test_pack_popup_needs_both_ends(
-    client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
-) -> None:
-    ids = await pack_templates(make_template, 10)
-    body = pack_body(clock, ids, popup_starts_at=iso(clock.now()))
-    await field_error(await post_pack(client, merchant, body), "popup_ends_at")
-    body = pack_body(clock, ids, popup_ends_at=iso(clock.now() + timedelta(days=1)))
-    await field_error(await post_pack(client, merchant, body), "popup_starts_at")
-
-
-async def test_pack_popup_ends_after_it_starts(
-    client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
-) -> None:
-    ids = await pack_templates(make_template, 10)
-    now = iso(clock.now())
-    body = pack_body(clock, ids, popup_starts_at=now, popup_ends_at=now)
-    await field_error(await post_pack(client, merchant, body), "popup_ends_at")
-
-
-async def test_pack_popup_inside_the_pack_window(
-    client: TestClient, clock: Any, merchant: dict[str, str], make_template: Any
-) -> None:
-    ids = await pack_templates(make_template, 10)
-    now = clock.now()
-    body = pack_body(
-        clock,
-        ids,
-        popup_starts_at=iso(now - timedelta(hours=2)),  # the pack starts an hour ago
-        popup_ends_at=iso(now + timedelta(days=1)),
-    )
-    await field_error(await post_pack(client, merchant, body), "popup_starts_at")
-    body = pack_body(
-        clock,
-        ids,
-        popup_starts_at=iso(now),
-        popup_ends_at=iso(now + timedelta(days=11)),  # the pack ends in 10 days
-    )
-    await field_error(await post_pack(client, merchant, body), "popup_starts_at")
+    times = {name: iso(clock.now() + timedelta(hours=h)) for name, h in hours.items()}
+    await field_error(await post_pack(client, merchant, pack_body(clock, ids, **times)), field)
 
 
 async def test_min_level_for_member_packs_only(

@@ -38,7 +38,11 @@ async def held_per_template(
     return {template_id: int(count) for template_id, count in rows}
 
 
+async def exclusive_takers(conn: AsyncConnection, shop_id: str, users: list[str]) -> set[str]:
+    """Which of ``users`` already took a new-member exclusive (one per member, ever)."""
+    query = select(X.c.user_id).where(X.c.shop_id == shop_id, X.c.user_id.in_(users))
+    return {user for (user,) in await conn.execute(query)}
+
+
 async def took_exclusive(conn: AsyncConnection, shop_id: str, user_id: str) -> bool:
-    """Whether the user already took a new-member exclusive (one per member, ever)."""
-    query = select(X.c.template_id).where(X.c.shop_id == shop_id, X.c.user_id == user_id)
-    return (await conn.execute(query.limit(1))).first() is not None
+    return user_id in await exclusive_takers(conn, shop_id, [user_id])

@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.clock import Clock
 from bff.coupons.codegen import random_code
-from bff.coupons.counts import issued_on
+from bff.coupons.counts import exclusive_takers, issued_on
 from bff.coupons.rules import Refusal, refuse, shop_day
 from bff.coupons.wallet import unused_counts
 from bff.db import tables
@@ -273,7 +273,7 @@ class Ledger:
         # New-member exclusives: one of them per member, once, ever (under the wallet lock,
         # which every writer of this user's coupons holds).
         exclusive = bool(spec.get("new_member_exclusive"))
-        took_exclusive = await self._exclusive_takers(conn, shop_id, users) if exclusive else set()
+        took_exclusive = await exclusive_takers(conn, shop_id, users) if exclusive else set()
         in_wallet = await unused_counts(conn, shop_id, users, now)
         day = shop_day(now, self.timezone)
         daily_issued = (
@@ -433,14 +433,6 @@ class Ledger:
             .group_by(C.c.user_id)
         )
         return {user: int(slot) for user, slot in rows}
-
-    async def _exclusive_takers(
-        self, conn: AsyncConnection, shop_id: str, users: list[str]
-    ) -> set[str]:
-        rows = await conn.execute(
-            select(X.c.user_id).where(X.c.shop_id == shop_id, X.c.user_id.in_(users))
-        )
-        return {user for (user,) in rows}
 
     async def _record_exclusive(
         self, conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime

@@ -156,11 +156,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     ledger = Ledger(
         db,
         clock,
+        gate,
         wallet_cap=settings.wallet.max_unused_per_shop,
         timezone=settings.shop.timezone,
         window_ms=settings.claim.batch_window_ms,
         batch_max=settings.claim.batch_max,
         sold_out_seconds=settings.claim.sold_out_seconds,
+        facts_ttl_seconds=settings.claim.idempotency_ttl_seconds,
     )
     wallet = WalletService(
         db,
@@ -207,6 +209,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STATS] = StatsService(db, clock)
     cache = ReplyCache(settings.cache.ttl_seconds, clock)
     invalidator = Invalidator(cache, gate.publish, _price_channel(settings))
+    invalidator.listeners.append(claims.forget_shop)
     app[REPLY_CACHE] = cache
     app[INVALIDATOR] = invalidator
     _points(app, ledger, claims, wallet)

@@ -124,22 +124,31 @@ class Invalidator:
     ) -> None:
         self.cache = cache
         self.publish = publish
+        # Also told of a shop's change (None: any shop's), here and from other processes.
+        self.listeners: list[Callable[[str | None], None]] = []
         # Pub/sub ignores the Redis db number: the channel names the deployment's db.
         self.channel = channel
 
     async def shop_changed(self, shop_id: str) -> None:
-        self.cache.clear_shop(shop_id)
+        self._clear(shop_id)
         try:
             await self.publish(self.channel, shop_id)
         except Exception:  # other processes fall back on the TTL
             log.warning("could not publish a price change", exc_info=True)
 
     def on_message(self, shop_id: str) -> None:
-        self.cache.clear_shop(shop_id)
+        self._clear(shop_id)
 
     def subscribed(self) -> None:
         """(Re)subscribed: messages sent while away are lost, so forget everything."""
         self.cache.clear()
+        for listener in self.listeners:
+            listener(None)
+
+    def _clear(self, shop_id: str) -> None:
+        self.cache.clear_shop(shop_id)
+        for listener in self.listeners:
+            listener(shop_id)
 
 
 async def listen(

@@ -22,7 +22,7 @@ from typing import Any
 
 from bff import jsonutil
 from bff.errors import ApiError, conflict
-from bff.gate.base import Gate
+from bff.gate.base import Gate, IdemState
 
 log = logging.getLogger("bff.idempotency")
 PENDING_SECONDS = 30
@@ -58,6 +58,9 @@ def idempotency_conflict() -> ApiError:
     return conflict("IDEMPOTENCY_CONFLICT", "this request_id was used with a different body")
 
 
+Begin = Callable[[str, str, int], Awaitable[IdemState]]
+
+
 async def run_once(
     gate: Gate,
     key: str,
@@ -65,13 +68,24 @@ async def run_once(
     work: Callable[[], Awaitable[Reply]],
     *,
     ttl_seconds: int,
+    begin: Begin | None = None,
+    decided: Callable[[IdemState], Awaitable[Reply]] | None = None,
 ) -> Reply:
-    """``work`` once for ``key``; its reply again (``replayed``) for every copy and retry."""
+    """``work`` once for ``key``; its reply again (``replayed``) for every copy and retry.
+
+    ``begin`` replaces ``gate.idem_begin`` (a claim's :meth:`Gate.claim_begin`); a
+    state it answers other than new, pending or done (``limited``, ``refused``) is
+    handed to ``decided``, and no marker is left to abort.
+    """
     deadline = time.monotonic() + WAIT_SECONDS
+    start = begin or gate.idem_begin
     while True:
-        state = await gate.idem_begin(key, digest, PENDING_SECONDS)
+        state = await start(key, digest, PENDING_SECONDS)
         if state.state == "new":
             break
+        if state.state not in ("pending", "done"):
+            assert decided is not None, state
+            return await decided(state)
         if state.body_hash is not None and state.body_hash != digest:
             raise idempotency_conflict()
         if state.state == "done" and state.reply is not None:

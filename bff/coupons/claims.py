@@ -7,10 +7,17 @@ stock, daily limit.
 
 Hot-path shape: the template definition comes from a per-process cache
 (``claim.template_cache_seconds``; the ledger re-reads the row under its lock,
-so a pause is never missed by a write). Sold-out answers still go through the
-ledger's batched read, because answering SOLD_OUT from a local flag would put
-stock before the per-user limit and the wallet cap in the check order; a fast
-sold-out path that keeps the order needs per-user counts in the gate (issue 8).
+so a pause is never missed by a write). A widget claim on a template whose
+checks need no I/O (no audience, no risk check) runs those checks first, in
+memory, then makes one gate call (:meth:`Gate.claim_begin`) for its
+idempotency marker and the user's rate limit, which also refuses it SOLD_OUT
+(or DAILY_SOLD_OUT) when this process knows the template is out and the
+user's facts in the gate show that neither the per-user limit nor the wallet
+cap comes first (see :mod:`bff.coupons.ledger`). A sold-out storm is then
+answered without the database; everything else goes on to the ledger's batch.
+Why not zero round trips: the rate limit comes before stock in DOMAIN.md's
+order and is counted across processes, and a retry of a claim that
+succeeded must be replayed, which only the gate (or the database) knows.
 """
 
 from __future__ import annotations
@@ -28,14 +35,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bff.clock import Clock
 from bff.coupons.ledger import IssueRequest, IssueResult, Ledger
 from bff.coupons.risk import Device, RiskContext, RiskEngine
-from bff.coupons.rules import MemberView, needs_membership, precheck, refuse
+from bff.coupons.rules import MemberView, needs_membership, precheck, refuse, shop_day
 from bff.coupons.templates import fetch_row
 from bff.coupons.wallet import CouponSchema, WalletService
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import ApiError
-from bff.gate.base import Gate, window_key
-from bff.idempotency import Reply, body_hash, run_once
+from bff.gate.base import Gate, IdemState, SoldOutCheck, facts_key, window_key
+from bff.idempotency import Begin, Reply, body_hash, run_once
 from bff.members import fetch_member
 from config.loader import Settings
 
@@ -98,6 +105,17 @@ class TemplateCache:
     def forget(self, template_id: int) -> None:
         self._rows.pop(template_id, None)
 
+    def forget_shop(self, shop_id: str | None) -> list[int]:
+        """Drop a shop's rows (every shop's for None); the ids dropped."""
+        dropped = [
+            template_id
+            for template_id, (_, row) in self._rows.items()
+            if shop_id is None or row.shop_id == shop_id
+        ]
+        for template_id in dropped:
+            del self._rows[template_id]
+        return dropped
+
 
 @dataclass(frozen=True)
 class ClaimContext:
@@ -132,6 +150,11 @@ class ClaimService:
         self.templates.forget(template_id)
         self.ledger.forget(template_id)
 
+    def forget_shop(self, shop_id: str | None) -> None:
+        """A shop changed in some process (pub/sub), or messages may have been lost (None)."""
+        for template_id in self.templates.forget_shop(shop_id):
+            self.ledger.forget(template_id)
+
     # --- public operations --------------------------------------------------------------------
     async def claim(
         self, context: ClaimContext, template_id: int, request_id: str, method: str = "widget"
@@ -139,17 +162,74 @@ class ClaimService:
         digest = body_hash(
             {"op": "claim", "template_id": template_id, "device": _device_dict(context.device)}
         )
+        request_key = f"c:{context.user_id}:{request_id}"
+        template = await self.templates.get(context.shop_id, template_id)
+        fast = None
+        if template is not None:
+            fast = await self._fast_begin(context, template, method, request_key, digest)
 
         async def work() -> Reply:
-            template = await self.templates.get(context.shop_id, template_id)
             if template is None:
                 raise refuse("NOT_FOUND").error()
             result = await self.attempt(
-                context, template, method, f"c:{context.user_id}:{request_id}", digest
+                context, template, method, request_key, digest, rate_checked=fast is not None
             )
             return self._reply(result, template)
 
-        return await self.once(context, f"c:{request_id}", digest, work)
+        begin, decided = fast if fast is not None else (None, None)
+        return await self.once(
+            context, f"c:{request_id}", digest, work, begin=begin, decided=decided
+        )
+
+    async def _fast_begin(
+        self, context: ClaimContext, template: Any, method: str, request_key: str, digest: str
+    ) -> tuple[Begin, Any] | None:
+        """The one gate call of a claim whose checks before the ledger need no I/O.
+
+        None when the template needs a membership read or a risk check, or when a
+        check refuses: the general path then decides (and replays a claim that
+        succeeded before the check changed). Otherwise the rate limit is counted in
+        the same call, and a known sold-out template refused there when the user's
+        facts allow (see :class:`SoldOutCheck`).
+        """
+        spec = template.spec
+        if needs_membership(spec) or spec.get("risk_check"):
+            return None
+        now = self.clock.now()
+        if precheck(template, method, now, None) is not None:
+            return None
+        limit = self.settings.risk.user_claims_per_minute
+        rate = None
+        retry_after = 0
+        if limit:
+            key, retry_after = window_key(self._rate_prefix(context), now, 60)
+            rate = (key, limit, 60)
+        code = await self.ledger.out_of_stock(template, shop_day(now, self.settings.shop.timezone))
+        check = None
+        if code is not None:
+            check = SoldOutCheck(
+                facts_key(context.shop_id, context.user_id),
+                request_key,
+                template.id,
+                template.per_user_limit,
+                self.settings.wallet.max_unused_per_shop,
+            )
+
+        async def begin(key: str, body: str, pending_seconds: int) -> IdemState:
+            return await self.gate.claim_begin(key, body, pending_seconds, rate, check)
+
+        async def decided(state: IdemState) -> Reply:
+            if state.state == "refused":
+                raise refuse(code or "SOLD_OUT").error()
+            # Rate limited: a retry of a claim that succeeded is still replayed.
+            earlier = await self._issued(context.shop_id, request_key)
+            if earlier is None:
+                raise refuse("RATE_LIMITED").error({"Retry-After": str(retry_after)})
+            if earlier.body_hash != digest:
+                raise refuse("IDEMPOTENCY_CONFLICT").error()
+            return self._reply(IssueResult(coupon=earlier, replayed=True), template)
+
+        return begin, decided
 
     async def claim_by_code(self, context: ClaimContext, code: str, request_id: str) -> Reply:
         digest = body_hash({"op": "code", "code": code})
@@ -243,19 +323,37 @@ class ClaimService:
             replayed=result.replayed,
         )
 
-    async def once(self, context: ClaimContext, purpose: str, digest: str, work: Any) -> Reply:
+    async def once(
+        self,
+        context: ClaimContext,
+        purpose: str,
+        digest: str,
+        work: Any,
+        *,
+        begin: Begin | None = None,
+        decided: Any = None,
+    ) -> Reply:
         key = f"idem:{{{context.shop_id}:{context.user_id}}}:{purpose}"
         return await run_once(
-            self.gate, key, digest, work, ttl_seconds=self.settings.claim.idempotency_ttl_seconds
+            self.gate,
+            key,
+            digest,
+            work,
+            ttl_seconds=self.settings.claim.idempotency_ttl_seconds,
+            begin=begin,
+            decided=decided,
         )
+
+    @staticmethod
+    def _rate_prefix(context: ClaimContext) -> str:
+        return f"rl:{{{context.shop_id}:{context.user_id}}}:claims"
 
     async def _rate_limited(self, context: ClaimContext, now: datetime) -> int:
         """0 within the user's claims per minute, else the seconds until the next window."""
         limit = self.settings.risk.user_claims_per_minute
         if not limit:
             return 0
-        prefix = f"rl:{{{context.shop_id}:{context.user_id}}}:claims"
-        key, seconds_left = window_key(prefix, now, 60)
+        key, seconds_left = window_key(self._rate_prefix(context), now, 60)
         return 0 if await self.gate.hit(key, limit, 60) else seconds_left
 
     def _misses_key(self, context: ClaimContext, now: datetime) -> tuple[str, int]:

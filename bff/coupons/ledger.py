@@ -23,11 +23,31 @@ Why it cannot oversell, whatever the gate says:
 * a request that breaks a unique key anyway (a race the checks did not
   foresee) fails alone: the batch is re-run one request at a time.
 
-Sold out. Once a batch leaves a template without stock, this process answers
-its claims for ``claim.sold_out_seconds`` from a plain read batch: no row lock,
-no write, the same decisions in the same order (a user at the limit still
-hears LIMIT_REACHED, a retry is still replayed). If that read sees stock again
-(a merchant added some, in any process), the batch takes the write path.
+Sold out, decided without a round trip of its own. Once a batch leaves a
+template without stock (or without today's ``daily_limit``) and commits, this
+process keeps a local flag for ``claim.sold_out_seconds`` and tells the gate
+(``so:{tpl:ID}``, holding the stock total it was decided at, so an added
+stock makes it void). When the local flag runs out the process asks the gate
+once per template and second, not per claim. While the flag stands, a claim
+is refused SOLD_OUT inside the one gate call every claim makes anyway
+(idempotency and the user's rate limit, :meth:`Gate.claim_begin`), without
+touching the database, but only where DOMAIN.md's order lets stock decide:
+the user's facts in the gate (written by this ledger under the user's wallet
+lock, see :class:`bff.gate.base.UserFacts`) say the user is below the
+per-user limit and the wallet cap and holds no coupon of this request. Every
+other claim on a sold-out template goes to a read batch: no template lock,
+the same decisions in the same order (a user at the limit still hears
+LIMIT_REACHED, a retry is still replayed), and the users' facts written for
+their next try. If that read sees stock again (a merchant added some, in any
+process), the batch takes the write path.
+
+Why the facts can be trusted. Every writer of a user's coupons holds the
+user's ``wallets`` row lock (``BEGIN IMMEDIATE`` on SQLite) from before it
+reads the user's coupons until it commits, and writes the facts in between.
+So facts are written from a state no other writer can change before the
+commit, and a Redis flush at any moment only removes them (the next claim of
+that user goes to the database). A writer that rolls back after writing them
+leaves them too high, which is safe: they are only ever used to say "below".
 
 Many processes may share one database: the row lock, not process memory,
 orders them. Deadlocks and lock timeouts are retried whole by
@@ -45,7 +65,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -53,9 +73,10 @@ from bff.clock import Clock
 from bff.coupons.codegen import random_code
 from bff.coupons.counts import exclusive_takers, issued_on
 from bff.coupons.rules import Refusal, refuse, shop_day
-from bff.coupons.wallet import unused_counts
 from bff.db import tables
 from bff.db.engine import Database
+from bff.db.locks import lock_wallets
+from bff.gate.base import Gate, UserFacts, facts_key
 
 log = logging.getLogger("bff.coupons.ledger")
 
@@ -93,6 +114,24 @@ class IssueResult:
     refusal: Refusal | None = None
 
 
+def sold_out_keys(template_id: int, day: str) -> list[str]:
+    """The gate's sold-out and daily-sold-out flags of a template (one hash tag)."""
+    return [f"so:{{tpl:{template_id}}}", f"ds:{{tpl:{template_id}}}:{day}"]
+
+
+# How long the gate keeps a sold-out flag; the stock total it holds voids it sooner.
+MARK_SECONDS = 600
+
+
+@dataclass
+class _Seen:
+    """What a batch learned of its template, applied once its transaction committed."""
+
+    template: Any = None
+    sold_out: bool = False
+    daily_out_day: str | None = None
+
+
 def validity_window(spec: dict[str, Any], claimed_at: datetime) -> tuple[datetime, datetime]:
     validity = spec["validity"]
     if validity["type"] == "absolute":
@@ -110,15 +149,19 @@ class Ledger:
         self,
         db: Database,
         clock: Clock,
+        gate: Gate,
         *,
         wallet_cap: int,
         timezone: str,
         window_ms: float,
         batch_max: int,
         sold_out_seconds: float = 1.0,
+        facts_ttl_seconds: int = 86400,
     ) -> None:
         self.db = db
         self.clock = clock
+        self.gate = gate
+        self.facts_ttl = facts_ttl_seconds
         self.wallet_cap = wallet_cap
         self.timezone = timezone
         self.window = window_ms / 1000
@@ -128,6 +171,11 @@ class Ledger:
         self._tasks: set[asyncio.Task[None]] = set()
         # template id -> until when this process treats it as sold out (see _refuse_sold_out)
         self._sold_out: dict[int, float] = {}
+        # template id -> (shop day, until when) it is treated as sold out for that day
+        self._daily_out: dict[int, tuple[str, float]] = {}
+        # template id -> when this process may next ask the gate about it
+        self._asked: dict[int, float] = {}
+        self._asking: dict[int, asyncio.Future[None]] = {}
         self.sold_out_seconds = sold_out_seconds
 
     async def issue(self, request: IssueRequest) -> IssueResult:
@@ -183,9 +231,14 @@ class Ledger:
     def _mark_sold_out(self, template_id: int) -> None:
         self._sold_out[template_id] = time.monotonic() + self.sold_out_seconds
 
+    def _mark_daily_out(self, template_id: int, day: str) -> None:
+        self._daily_out[template_id] = (day, time.monotonic() + self.sold_out_seconds)
+
     def forget(self, template_id: int) -> None:
         """The template changed (say, more stock): stop treating it as sold out."""
         self._sold_out.pop(template_id, None)
+        self._daily_out.pop(template_id, None)
+        self._asked.pop(template_id, None)
 
     def _seen_sold_out(self, template_id: int) -> bool:
         until = self._sold_out.get(template_id)
@@ -194,20 +247,89 @@ class Ledger:
             return False
         return until is not None
 
+    def _seen_daily_out(self, template_id: int, day: str) -> bool:
+        seen = self._daily_out.get(template_id)
+        if seen is None:
+            return False
+        if seen[0] != day or seen[1] <= time.monotonic():
+            del self._daily_out[template_id]
+            return False
+        return True
+
+    async def out_of_stock(self, template: Any, day: str) -> str | None:
+        """SOLD_OUT or DAILY_SOLD_OUT when this process knows the template has none left.
+
+        Local flags first; when they ran out, the gate's flags, asked at most once
+        per template every ``sold_out_seconds`` (one read shared by the claims in
+        flight). A gate flag counts only if it was set at the template's current
+        stock total (or daily limit), so stock added since voids it.
+        """
+        code = self._known_out(template.id, day)
+        if code is not None:
+            return code
+        if self._asked.get(template.id, 0.0) > time.monotonic():
+            return None
+        pending = self._asking.get(template.id)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._asking[template.id] = pending
+            try:
+                await self._ask_gate(template, day)
+            except Exception:  # unknown, then: the claim goes on to the ledger
+                log.warning("could not read sold-out flags from the gate", exc_info=True)
+            finally:
+                self._asking.pop(template.id, None)
+                self._asked[template.id] = time.monotonic() + self.sold_out_seconds
+                pending.set_result(None)
+        else:
+            await asyncio.shield(pending)
+        return self._known_out(template.id, day)
+
+    def _known_out(self, template_id: int, day: str) -> str | None:
+        if self._seen_sold_out(template_id):
+            return "SOLD_OUT"
+        if self._seen_daily_out(template_id, day):
+            return "DAILY_SOLD_OUT"
+        return None
+
+    async def _ask_gate(self, template: Any, day: str) -> None:
+        stock_mark, daily_mark = await self.gate.read_marks(sold_out_keys(template.id, day))
+        if template.stock_total is not None and stock_mark == str(template.stock_total):
+            self._mark_sold_out(template.id)
+        if template.daily_limit and daily_mark == str(template.daily_limit):
+            self._mark_daily_out(template.id, day)
+
+    async def _remember(self, seen: _Seen) -> None:
+        """After a commit: keep what the batch learned, here and in the gate."""
+        template = seen.template
+        if template is None:
+            return
+        keys = sold_out_keys(template.id, seen.daily_out_day or "")
+        if seen.sold_out:
+            self._mark_sold_out(template.id)
+            await self.gate.mark(keys[0], str(template.stock_total), MARK_SECONDS)
+        if seen.daily_out_day is not None:
+            self._mark_daily_out(template.id, seen.daily_out_day)
+            await self.gate.mark(keys[1], str(template.daily_limit), MARK_SECONDS)
+
     async def _refuse_sold_out(
         self, template_id: int, batch: list[IssueRequest]
     ) -> list[IssueResult] | None:
-        """Answer a batch for a template seen sold out without locking anything.
+        """Answer a batch for a template seen sold out without locking the template.
 
         Under a flash sale most claims arrive after the stock is gone; deciding them
-        in a plain read keeps them off the template row's lock, in DOMAIN.md's order
-        (a user at the limit still hears LIMIT_REACHED). None when stock is back.
+        off the template row's lock keeps them off the write path, in DOMAIN.md's
+        order (a user at the limit still hears LIMIT_REACHED). It holds the users'
+        wallet locks only to write their facts, so their next claims are refused in
+        the gate. None when stock is back.
         """
-        results = await self.db.read(
+        results = await self.db.transaction(
             lambda conn: self.issue_batch(conn, template_id, batch, read_only=True)
         )
         if results is None:
             self.forget(template_id)
+        else:
+            self._mark_sold_out(template_id)
         return results
 
     async def _flush(
@@ -218,9 +340,14 @@ class Ledger:
             if self._seen_sold_out(template_id):
                 results = await self._refuse_sold_out(template_id, batch)
             if results is None:
+                seen = _Seen()
                 results = await self.db.transaction(
-                    lambda conn: self.issue_batch(conn, template_id, batch)
+                    lambda conn: self.issue_batch(conn, template_id, batch, seen=seen)
                 )
+                try:
+                    await self._remember(seen)
+                except Exception:  # committed: the replies stand; the next batch learns again
+                    log.warning("could not keep a sold-out flag in the gate", exc_info=True)
         except sqlalchemy.exc.IntegrityError as exc:
             if alone:
                 _fail(batch, exc)
@@ -245,12 +372,16 @@ class Ledger:
         batch: list[IssueRequest],
         *,
         read_only: bool = False,
+        seen: _Seen | None = None,
     ) -> list[IssueResult] | None:
         """Decide and write a batch for one template inside the caller's transaction.
 
-        ``read_only``: for a template seen sold out, decide without any lock or write
-        (each request is refused in the usual order, or replayed); None if stock is
-        available again, and the batch must take the write path.
+        ``read_only``: for a template seen sold out, decide without locking the
+        template or writing coupons (each request is refused in the usual order, or
+        replayed); None if stock is available again, and the batch must take the
+        write path. ``seen`` collects what the caller should remember once committed.
+        Either way the users' wallet locks are taken and their facts written to the
+        gate before the caller commits.
         """
         now = self.clock.now()
         template = await self._lock_template(conn, template_id, lock=not read_only)
@@ -264,17 +395,24 @@ class Ledger:
         spec = template.spec
 
         users = sorted({r.user_id for r in batch})
-        if not read_only:
-            await self.lock_wallets(conn, shop_id, users)
+        await self.lock_wallets(conn, shop_id, users)
         # After the wallet lock: every copy of a request key is one user's, so a copy
         # committed by another process (a different template) is visible now.
         existing = await self._existing(conn, shop_id, [r.request_key for r in batch])
-        held = await self._held_slots(conn, template_id, users)
+        owned = await self._owned(conn, shop_id, users)
+        held = {
+            user: max((c.slot for c in coupons if c.template_id == template_id), default=0)
+            for user, coupons in owned.items()
+        }
+        held = {user: slot for user, slot in held.items() if slot}
         # New-member exclusives: one of them per member, once, ever (under the wallet lock,
         # which every writer of this user's coupons holds).
         exclusive = bool(spec.get("new_member_exclusive"))
         took_exclusive = await exclusive_takers(conn, shop_id, users) if exclusive else set()
-        in_wallet = await unused_counts(conn, shop_id, users, now)
+        in_wallet = {
+            user: sum(1 for c in coupons if _in_wallet(c.status, c.valid_to, now))
+            for user, coupons in owned.items()
+        }
         day = shop_day(now, self.timezone)
         daily_issued = (
             (await issued_on(conn, [template_id], day)).get(template_id, 0)
@@ -378,13 +516,20 @@ class Ledger:
             )
         if rows and read_only:  # pragma: no cover - stock_left <= 0 refuses every request
             raise RuntimeError("a read-only batch decided to issue")
+        inserted: dict[str, Any] = {}
         if rows:
-            await self._write(conn, template, rows, day, code_ids)
+            inserted = await self._write(conn, template, rows, day, code_ids)
             if exclusive:
                 await self._record_exclusive(conn, rows, now)
-        if stock_left is not None and stock_left <= 0:
-            self._mark_sold_out(template_id)
-        written = await self._existing(conn, shop_id, [r.request_key for r in batch])
+        await self._put_facts(shop_id, owned, rows, now)
+        if seen is not None:
+            seen.template = template
+            seen.sold_out = stock_left is not None and stock_left <= 0
+            if template.daily_limit and daily_issued >= template.daily_limit:
+                seen.daily_out_day = day
+        # The replies: this batch's rows as the insert returned them, and the rows of
+        # requests that were already there (replays).
+        written = {**existing, **inserted}
         new_keys = {row["request_key"] for row in rows}
         for index, request in enumerate(batch):
             if results[index] is None:
@@ -416,23 +561,57 @@ class Ledger:
         return {row.request_key: row for row in rows}
 
     async def lock_wallets(self, conn: AsyncConnection, shop_id: str, users: list[str]) -> None:
-        if self.db.is_sqlite:
-            return  # BEGIN IMMEDIATE already serializes every writer
-        # An upsert takes each row's exclusive lock at once, in user order. (INSERT IGNORE
-        # then SELECT FOR UPDATE would take a shared lock first, and two batches sharing
-        # a user would deadlock upgrading it.)
-        statement = mysql.insert(W).values([{"shop_id": shop_id, "user_id": u} for u in users])
-        await conn.execute(statement.on_duplicate_key_update(user_id=statement.inserted.user_id))
+        await lock_wallets(conn, shop_id, users)
 
-    async def _held_slots(
-        self, conn: AsyncConnection, template_id: int, users: list[str]
-    ) -> dict[str, int]:
+    async def _owned(
+        self, conn: AsyncConnection, shop_id: str, users: list[str]
+    ) -> dict[str, list[Any]]:
+        """Every coupon of these users in the shop, in the few columns the checks need."""
         rows = await conn.execute(
-            select(C.c.user_id, func.max(C.c.slot))
-            .where(C.c.template_id == template_id, C.c.user_id.in_(users))
-            .group_by(C.c.user_id)
+            select(
+                C.c.user_id,
+                C.c.template_id,
+                C.c.slot,
+                C.c.status,
+                C.c.valid_to,
+                C.c.request_key,
+                C.c.body_hash,
+            ).where(C.c.shop_id == shop_id, C.c.user_id.in_(users))
         )
-        return {user: int(slot) for user, slot in rows}
+        owned: dict[str, list[Any]] = {user: [] for user in users}
+        for row in rows:
+            owned[row.user_id].append(row)
+        return owned
+
+    async def _put_facts(
+        self,
+        shop_id: str,
+        owned: dict[str, list[Any]],
+        rows: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """Write each user's facts as this transaction leaves them (see the module doc).
+
+        Called holding the users' wallet locks, before the commit. If the gate cannot
+        take them, the transaction fails: facts left from before it would be too low.
+        """
+        facts: dict[str, UserFacts] = {}
+        for user, coupons in owned.items():
+            held: dict[int, int] = {}
+            keys: dict[str, str] = {}
+            wallet = 0
+            for coupon in [*coupons, *(_Row(**row) for row in rows if row["user_id"] == user)]:
+                held[coupon.template_id] = max(held.get(coupon.template_id, 0), coupon.slot)
+                if coupon.request_key.startswith("c:"):
+                    keys[coupon.request_key] = coupon.body_hash
+                wallet += _in_wallet(coupon.status, coupon.valid_to, now)
+            facts[user] = UserFacts(wallet, held, keys)
+        await asyncio.gather(
+            *(
+                self.gate.put_facts(facts_key(shop_id, user), value, self.facts_ttl)
+                for user, value in facts.items()
+            )
+        )
 
     async def _record_exclusive(
         self, conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime
@@ -478,9 +657,18 @@ class Ledger:
         rows: list[dict[str, Any]],
         day: str,
         code_ids: dict[str, int],
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Insert the batch's coupons and move the counters; the new rows by request key."""
         count = len(rows)
-        await conn.execute(C.insert(), rows)
+        if conn.dialect.insert_executemany_returning:
+            # MariaDB >= 10.5 and SQLite >= 3.35: one INSERT ... RETURNING for the batch.
+            result = await conn.execute(C.insert().returning(*C.c), rows)
+            inserted = {row.request_key: row for row in result}
+        else:  # pragma: no cover - older servers read the rows back
+            await conn.execute(C.insert(), rows)
+            inserted = await self._existing(
+                conn, template.shop_id, [r["request_key"] for r in rows]
+            )
         guarded = await conn.execute(
             update(T)
             .where(
@@ -494,20 +682,16 @@ class Ledger:
             raise RuntimeError("stock guard refused a batch decided under the template lock")
         if template.daily_limit:
             await self._add_daily(conn, template.id, day, count, template.daily_limit)
-        if code_ids:
-            issued = await conn.execute(
-                select(C.c.id, C.c.code).where(
-                    C.c.template_id == template.id, C.c.code.in_(sorted(code_ids))
-                )
-            )
-            for coupon_id, code in issued:
+        for coupon in inserted.values():
+            if coupon.code in code_ids:
                 marked = await conn.execute(
                     update(CODES)
-                    .where(CODES.c.id == code_ids[code], CODES.c.coupon_id.is_(None))
-                    .values(coupon_id=coupon_id)
+                    .where(CODES.c.id == code_ids[coupon.code], CODES.c.coupon_id.is_(None))
+                    .values(coupon_id=coupon.id)
                 )
                 if marked.rowcount != 1:
                     raise RuntimeError("a code was handed out twice under the template lock")
+        return inserted
 
     async def _add_daily(
         self, conn: AsyncConnection, template_id: int, day: str, count: int, limit: int
@@ -526,6 +710,31 @@ class Ledger:
         total = (await issued_on(conn, [template_id], day)).get(template_id, 0)
         if total > limit:
             raise RuntimeError("daily guard exceeded under the template lock")
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A coupon row this batch is inserting, read like a fetched one."""
+
+    template_id: int
+    slot: int
+    status: str
+    valid_to: datetime
+    request_key: str
+    body_hash: str
+    user_id: str = ""
+    shop_id: str = ""
+    source: str = ""
+    code: str | None = None
+    valid_from: datetime | None = None
+    claimed_at: datetime | None = None
+    order_id: str | None = None
+    updated_at: datetime | None = None
+
+
+def _in_wallet(status: str, valid_to: datetime, now: datetime) -> bool:
+    """What counts against the wallet cap (as ``unused_counts``): unused or locked, unexpired."""
+    return status in ("unused", "locked") and valid_to > now
 
 
 def _fail(batch: list[IssueRequest], exc: BaseException) -> None:

@@ -2,7 +2,8 @@
 
 The gate answers fast what can be answered without the database: rate-limit
 windows, distinct-member counts (accounts per device), idempotency markers
-and replies, and price-change messages between processes. It is never the
+and replies, each user's claim facts (see :class:`UserFacts`), templates seen
+sold out, and price-change messages between processes. It is never the
 truth: every decision that issues or spends is made again by the database
 write, so a gate that lost its keys (restart, FLUSHDB) costs speed, never
 correctness.
@@ -27,6 +28,46 @@ class IdemState:
     state: str
     body_hash: str | None = None
     reply: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SoldOutCheck:
+    """Asks :meth:`Gate.claim_begin` to refuse a claim on a template this process saw sold out.
+
+    The refusal stands only where DOMAIN.md's order lets stock decide: the user's
+    facts are known, say the user is below ``per_user_limit`` for the template and
+    below ``wallet_cap``, and hold no coupon under ``request_key`` (a retry of a
+    claim that succeeded is replayed, never refused). Otherwise the claim goes on
+    to the ledger, which decides with the database.
+    """
+
+    facts_key: str
+    request_key: str
+    template_id: int
+    per_user_limit: int
+    wallet_cap: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    """What one user holds in one shop, as the ledger last wrote it under the user's lock.
+
+    Upper bounds, never lower ones: ``wallet`` counts unused and locked coupons
+    unexpired when written (expiry and use only lower the truth), ``held`` the
+    coupons ever issued per template (what ``per_user_limit`` counts),
+    ``claim_keys`` the durable request key and body hash of every claimed coupon.
+    A write that rolls back after writing them leaves them too high, which only
+    sends that user's next sold-out claim to the database.
+    """
+
+    wallet: int
+    held: dict[int, int]
+    claim_keys: dict[str, str]
+
+
+def facts_key(shop_id: str, user_id: str) -> str:
+    """A user's facts in the gate, under the user's hash tag like their idempotency keys."""
+    return f"uf:{{{shop_id}:{user_id}}}"
 
 
 def window_key(prefix: str, now: datetime, window_seconds: int) -> tuple[str, int]:
@@ -72,6 +113,40 @@ class Gate(Protocol):
 
     async def idem_abort(self, key: str) -> None:
         """Give the request id back (the request ended without a reply worth replaying)."""
+        ...
+
+    async def claim_begin(
+        self,
+        key: str,
+        body_hash: str,
+        pending_seconds: int,
+        rate: tuple[str, int, int] | None,
+        check: SoldOutCheck | None,
+    ) -> IdemState:
+        """``idem_begin`` for a claim, the user's rate limit and the sold-out refusal in one call.
+
+        In this order: a known request id answers as ``idem_begin`` does; then
+        ``rate`` (key, limit, window seconds) counts one claim, ``limited`` when over;
+        then ``check`` may answer ``refused`` (see :class:`SoldOutCheck`). Neither
+        ``limited`` nor ``refused`` leaves a pending marker. ``rate`` and ``check``
+        keys share ``key``'s hash tag (the user's).
+        """
+        ...
+
+    async def put_facts(self, key: str, facts: UserFacts, ttl_seconds: int) -> None:
+        """Replace a user's facts. Only the ledger calls it, holding the user's wallet lock."""
+        ...
+
+    async def drop_facts(self, key: str) -> None:
+        """Forget a user's facts (a write raised the truth above them)."""
+        ...
+
+    async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
+        """Set a plain flag (a template seen sold out)."""
+        ...
+
+    async def read_marks(self, keys: list[str]) -> list[str | None]:
+        """The flags under ``keys`` (one hash tag), None where unset."""
         ...
 
     async def publish(self, channel: str, message: str) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bff.gate.base import IdemState
+from bff.gate.base import IdemState, SoldOutCheck, UserFacts
 
 MAX_KEYS = 200_000
 
@@ -91,6 +91,43 @@ class MemoryGate:
         entry = self._get(key)
         if entry is not None and entry[0] == "pending":
             del self._data[key]
+
+    async def claim_begin(
+        self,
+        key: str,
+        body_hash: str,
+        pending_seconds: int,
+        rate: tuple[str, int, int] | None,
+        check: SoldOutCheck | None,
+    ) -> IdemState:
+        entry = self._get(key)
+        if entry is not None:
+            return IdemState(*entry)
+        if rate is not None and not await self.hit(*rate):
+            return IdemState("limited")
+        if check is not None:
+            facts: UserFacts | None = self._get(check.facts_key)
+            if (
+                facts is not None
+                and check.request_key not in facts.claim_keys
+                and facts.held.get(check.template_id, 0) < check.per_user_limit
+                and facts.wallet < check.wallet_cap
+            ):
+                return IdemState("refused")
+        self._put(key, ("pending", body_hash, None), pending_seconds)
+        return IdemState("new")
+
+    async def put_facts(self, key: str, facts: UserFacts, ttl_seconds: int) -> None:
+        self._put(key, facts, ttl_seconds)
+
+    async def drop_facts(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
+        self._put(key, value, ttl_seconds)
+
+    async def read_marks(self, keys: list[str]) -> list[str | None]:
+        return [self._get(key) for key in keys]
 
     async def publish(self, channel: str, message: str) -> None:
         for handler in list(self._listeners.get(channel, ())):

@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from bff.gate.base import IdemState
+from bff.gate.base import IdemState, SoldOutCheck, UserFacts
 from config.loader import RedisSettings
 
 # Fixed-window counter: 1 within the limit, else 0. The window is in the key.
@@ -58,6 +58,39 @@ return 1
 
 IDEM_ABORT = """
 if redis.call('HGET', KEYS[1], 's') == 'pending' then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# idem_begin, then the user's rate limit, then the sold-out refusal (see Gate.claim_begin).
+# KEYS: idempotency hash, rate counter, the user's facts (unused ones repeat KEYS[1]).
+# ARGV: hash, pending s, rate limit (0: none), window s, check (1/0), request key,
+# template id, per-user limit, wallet cap.
+CLAIM_BEGIN = """
+local found = redis.call('HMGET', KEYS[1], 's', 'h', 'r')
+if found[1] then return {found[1], found[2], found[3] or false} end
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[2])
+  if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+  if n > limit then return {'limited'} end
+end
+if ARGV[5] == '1' then
+  local f = redis.call('HMGET', KEYS[3], 'w', 'h:' .. ARGV[7], 'r:' .. ARGV[6])
+  if f[1] and not f[3] and tonumber(f[2] or '0') < tonumber(ARGV[8])
+      and tonumber(f[1]) < tonumber(ARGV[9]) then
+    return {'refused'}
+  end
+end
+redis.call('HSET', KEYS[1], 's', 'pending', 'h', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {'new'}
+"""
+
+# Replace a user's facts: ARGV[1] the TTL, then field, value pairs.
+PUT_FACTS = """
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -160,6 +193,8 @@ _ADMIT_MEMBER = _script(ADMIT_MEMBER)
 _IDEM_BEGIN = _script(IDEM_BEGIN)
 _IDEM_FINISH = _script(IDEM_FINISH)
 _IDEM_ABORT = _script(IDEM_ABORT)
+_CLAIM_BEGIN = _script(CLAIM_BEGIN)
+_PUT_FACTS = _script(PUT_FACTS)
 
 
 class RedisGate:
@@ -214,6 +249,46 @@ class RedisGate:
 
     async def idem_abort(self, key: str) -> None:
         await self._batch.call(_IDEM_ABORT, [key], [])
+
+    async def claim_begin(
+        self,
+        key: str,
+        body_hash: str,
+        pending_seconds: int,
+        rate: tuple[str, int, int] | None,
+        check: SoldOutCheck | None,
+    ) -> IdemState:
+        rate_key, limit, window = rate if rate is not None else (key, 0, 0)
+        facts_key = check.facts_key if check is not None else key
+        args: list[Any] = [body_hash, pending_seconds, limit, window]
+        if check is None:
+            args += [0, "", 0, 0, 0]
+        else:
+            args += [1, check.request_key, check.template_id]
+            args += [check.per_user_limit, check.wallet_cap]
+        found: list[Any] = await self._batch.call(_CLAIM_BEGIN, [key, rate_key, facts_key], args)
+        if found[0] in (b"new", b"limited", b"refused"):
+            return IdemState(found[0].decode())
+        reply = found[2] if found[2] else None
+        return IdemState(found[0].decode(), found[1].decode() if found[1] else None, reply)
+
+    async def put_facts(self, key: str, facts: UserFacts, ttl_seconds: int) -> None:
+        args: list[Any] = [ttl_seconds, "w", facts.wallet]
+        for template_id, count in facts.held.items():
+            args += [f"h:{template_id}", count]
+        for request_key, digest in facts.claim_keys.items():
+            args += [f"r:{request_key}", digest]
+        await self._batch.call(_PUT_FACTS, [key], args)
+
+    async def drop_facts(self, key: str) -> None:
+        await self.client.delete(key)
+
+    async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
+        await self.client.set(key, value, ex=ttl_seconds)
+
+    async def read_marks(self, keys: list[str]) -> list[str | None]:
+        values = await self.client.mget(keys)
+        return [None if value is None else value.decode() for value in values]
 
     async def publish(self, channel: str, message: str) -> None:
         await self.client.publish(channel, message)

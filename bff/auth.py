@@ -5,6 +5,13 @@ option. The algorithm is pinned (``alg: none`` or an HS/RS swap is refused),
 ``exp``, ``sub`` and ``iss`` are required, and ``iss`` must equal the
 configured issuer. A token without ``role`` is a user token; merchant and
 service tokens must name their ``shop``.
+
+A session sends the same token with every request, and PyJWT's decode (key
+preparation, HMAC or RSA check, JSON) costs about a tenth of a claim. So
+tokens that decoded cleanly are kept per process (at most ``TOKEN_CACHE_SIZE``,
+oldest dropped first) with their claims; ``exp`` and ``nbf`` are still checked
+against the app's clock on every request. Only valid tokens are kept, so a
+flood of forged ones cannot push the real ones out faster than they come in.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from bff.keys import CLAIMS, TOKENS
 from config.loader import JwtSettings
 
 MAX_ID_LENGTH = 64
+TOKEN_CACHE_SIZE = 50_000
 
 
 class Role(enum.StrEnum):
@@ -50,6 +58,8 @@ class TokenCodec:
         self.ttl = settings.token_ttl_seconds
         self.leeway = settings.leeway_seconds
         self.clock = clock
+        # token -> (claims, exp, nbf or None); see the module doc
+        self._decoded: dict[str, tuple[Claims, float, float | None]] = {}
         self._verify_key: Any
         self._signing_key: Any
         if self.algorithm == "HS256":
@@ -65,6 +75,22 @@ class TokenCodec:
         return self._signing_key is not None
 
     def decode(self, token: str) -> Claims:
+        known = self._decoded.get(token)
+        if known is None:
+            known = self._verify(token)
+            if len(self._decoded) >= TOKEN_CACHE_SIZE:
+                del self._decoded[next(iter(self._decoded))]
+            self._decoded[token] = known
+        claims, exp, nbf = known
+        now = self.clock.now().timestamp()
+        if exp + self.leeway < now:
+            raise unauthenticated("token expired")
+        if nbf is not None and nbf - self.leeway > now:
+            raise unauthenticated("token not valid yet")
+        return claims
+
+    def _verify(self, token: str) -> tuple[Claims, float, float | None]:
+        """Signature, issuer and the claims' shapes (time is checked by ``decode``)."""
         try:
             payload = jwt.decode(
                 token,
@@ -93,13 +119,10 @@ class TokenCodec:
         exp = payload["exp"]
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):
             raise unauthenticated("token exp must be a number")
-        now = self.clock.now().timestamp()
-        if exp + self.leeway < now:
-            raise unauthenticated("token expired")
         nbf = payload.get("nbf")
-        if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) and nbf - self.leeway > now:
-            raise unauthenticated("token not valid yet")
-        return _claims_from(payload)
+        if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
+            nbf = None
+        return _claims_from(payload), float(exp), nbf
 
     def mint(
         self, sub: str, role: Role = Role.USER, shop: str | None = None

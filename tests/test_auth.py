@@ -42,6 +42,26 @@ async def test_valid_merchant_token_is_accepted(client, clock):
     await expect(await client.get(ADMIN, headers=bearer(token)), HTTPStatus.OK)
 
 
+async def test_a_token_seen_before_still_expires_by_the_app_clock(client, clock):
+    """Decoded tokens are kept per process; their exp and nbf are checked on every use."""
+    token = jwt.encode(claims(clock, exp=int(clock.now().timestamp()) + 60), TEST_SECRET)
+    await expect(await client.get(ADMIN, headers=bearer(token)), HTTPStatus.OK)
+    await expect(await client.get(ADMIN, headers=bearer(token)), HTTPStatus.OK)
+    clock.advance(timedelta(seconds=60 + 31))  # past exp and the 30 s leeway
+    response = await client.get(ADMIN, headers=bearer(token))
+    body = await expect(response, HTTPStatus.UNAUTHORIZED, "UNAUTHENTICATED")
+    assert "expired" in body["error"]["message"], body
+
+
+async def test_a_token_not_valid_yet_becomes_valid_when_its_time_comes(client, clock):
+    later = int(clock.now().timestamp()) + 120
+    token = jwt.encode(claims(clock, nbf=later), TEST_SECRET)
+    response = await client.get(ADMIN, headers=bearer(token))
+    await expect(response, HTTPStatus.UNAUTHORIZED, "UNAUTHENTICATED")
+    clock.advance(timedelta(seconds=120))
+    await expect(await client.get(ADMIN, headers=bearer(token)), HTTPStatus.OK)
+
+
 @pytest.mark.parametrize(
     "case",
     [

@@ -57,6 +57,7 @@ orders them. Deadlocks and lock timeouts are retried whole by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -398,8 +399,9 @@ class Ledger:
         await self.lock_wallets(conn, shop_id, users)
         # After the wallet lock: every copy of a request key is one user's, so a copy
         # committed by another process (a different template) is visible now.
-        existing = await self._existing(conn, shop_id, [r.request_key for r in batch])
         owned = await self._owned(conn, shop_id, users)
+        keys = {r.request_key for r in batch}
+        existing = {c.request_key: c for cs in owned.values() for c in cs if c.request_key in keys}
         held = {
             user: max((c.slot for c in coupons if c.template_id == template_id), default=0)
             for user, coupons in owned.items()
@@ -516,12 +518,21 @@ class Ledger:
             )
         if rows and read_only:  # pragma: no cover - stock_left <= 0 refuses every request
             raise RuntimeError("a read-only batch decided to issue")
+        # The users' facts go to the gate while the database writes; both end before the
+        # commit, and a failure of either fails the transaction.
+        facts = asyncio.ensure_future(self._put_facts(_facts(owned, rows, now), shop_id))
         inserted: dict[str, Any] = {}
-        if rows:
-            inserted = await self._write(conn, template, rows, day, code_ids)
-            if exclusive:
-                await self._record_exclusive(conn, rows, now)
-        await self._put_facts(shop_id, owned, rows, now)
+        try:
+            if rows:
+                inserted = await self._write(conn, template, rows, day, code_ids)
+                if exclusive:
+                    await self._record_exclusive(conn, rows, now)
+        except BaseException:
+            facts.cancel()
+            with contextlib.suppress(BaseException):
+                await facts
+            raise
+        await facts
         if seen is not None:
             seen.template = template
             seen.sold_out = stock_left is not None and stock_left <= 0
@@ -566,46 +577,19 @@ class Ledger:
     async def _owned(
         self, conn: AsyncConnection, shop_id: str, users: list[str]
     ) -> dict[str, list[Any]]:
-        """Every coupon of these users in the shop, in the few columns the checks need."""
-        rows = await conn.execute(
-            select(
-                C.c.user_id,
-                C.c.template_id,
-                C.c.slot,
-                C.c.status,
-                C.c.valid_to,
-                C.c.request_key,
-                C.c.body_hash,
-            ).where(C.c.shop_id == shop_id, C.c.user_id.in_(users))
-        )
+        """Every coupon of these users in the shop (their limits, wallets, facts, replays)."""
+        rows = await conn.execute(select(C).where(C.c.shop_id == shop_id, C.c.user_id.in_(users)))
         owned: dict[str, list[Any]] = {user: [] for user in users}
         for row in rows:
             owned[row.user_id].append(row)
         return owned
 
-    async def _put_facts(
-        self,
-        shop_id: str,
-        owned: dict[str, list[Any]],
-        rows: list[dict[str, Any]],
-        now: datetime,
-    ) -> None:
+    async def _put_facts(self, facts: dict[str, UserFacts], shop_id: str) -> None:
         """Write each user's facts as this transaction leaves them (see the module doc).
 
         Called holding the users' wallet locks, before the commit. If the gate cannot
         take them, the transaction fails: facts left from before it would be too low.
         """
-        facts: dict[str, UserFacts] = {}
-        for user, coupons in owned.items():
-            held: dict[int, int] = {}
-            keys: dict[str, str] = {}
-            wallet = 0
-            for coupon in [*coupons, *(_Row(**row) for row in rows if row["user_id"] == user)]:
-                held[coupon.template_id] = max(held.get(coupon.template_id, 0), coupon.slot)
-                if coupon.request_key.startswith("c:"):
-                    keys[coupon.request_key] = coupon.body_hash
-                wallet += _in_wallet(coupon.status, coupon.valid_to, now)
-            facts[user] = UserFacts(wallet, held, keys)
         await asyncio.gather(
             *(
                 self.gate.put_facts(facts_key(shop_id, user), value, self.facts_ttl)
@@ -710,6 +694,24 @@ class Ledger:
         total = (await issued_on(conn, [template_id], day)).get(template_id, 0)
         if total > limit:
             raise RuntimeError("daily guard exceeded under the template lock")
+
+
+def _facts(
+    owned: dict[str, list[Any]], rows: list[dict[str, Any]], now: datetime
+) -> dict[str, UserFacts]:
+    """Each user's facts once ``rows`` are inserted next to the coupons they ``owned``."""
+    facts: dict[str, UserFacts] = {}
+    for user, coupons in owned.items():
+        held: dict[int, int] = {}
+        keys: dict[str, str] = {}
+        wallet = 0
+        for coupon in [*coupons, *(_Row(**row) for row in rows if row["user_id"] == user)]:
+            held[coupon.template_id] = max(held.get(coupon.template_id, 0), coupon.slot)
+            if coupon.request_key.startswith("c:"):
+                keys[coupon.request_key] = coupon.body_hash
+            wallet += _in_wallet(coupon.status, coupon.valid_to, now)
+        facts[user] = UserFacts(wallet, held, keys)
+    return facts
 
 
 @dataclass(frozen=True, slots=True)

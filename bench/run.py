@@ -4,6 +4,7 @@
     python bench/run.py --quick         1 s runs and smaller drills (about 2 minutes)
     python bench/run.py --only bench    or --only drills
     python bench/run.py --profile       also py-spy the claim path (1 worker) and name its top costs
+    python bench/run.py --smoke         every benchmark once, briefly, 1 worker (CI; ~30 s)
 
 It starts its own redis-server (port 6390) and its own mariadbd (port 3391,
 datadir under /tmp/bff-bench) unless ``--db shared`` (database bff_bench on
@@ -82,6 +83,8 @@ class Mode:
 
 FULL = Mode(wrk_seconds=8, lg_seconds=6, warmup=1.0, claimers=200_000, holders=1000)
 QUICK = Mode(wrk_seconds=1, lg_seconds=1, warmup=0.25, claimers=40_000, holders=200, load_tries=2)
+# What CI runs: every route, integrity check and table line once, not figures worth reading.
+SMOKE = Mode(wrk_seconds=0.5, lg_seconds=0.5, warmup=0.1, claimers=5_000, holders=20, load_tries=1)
 
 
 @dataclass
@@ -777,7 +780,9 @@ def machine() -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    mode = QUICK if args.quick else FULL
+    mode = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.smoke:
+        args.workers, args.only = [1], "bench"
     if args.seconds:
         mode.wrk_seconds = mode.lg_seconds = args.seconds
     started = time.monotonic()
@@ -799,7 +804,7 @@ async def main(args: argparse.Namespace) -> int:
         await db.start()
         results: dict[str, Any] = {
             "machine": machine(),
-            "mode": "quick" if args.quick else "full",
+            "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         text = ""
@@ -846,19 +851,21 @@ async def main(args: argparse.Namespace) -> int:
             failed = failed or not all(outcome.passed for outcome in outcomes)
         results["load_before"], results["load_after"] = load_before, _loadavg()
         header = (
-            f"# bench/run.py {'--quick ' if args.quick else ''}at {results['at']}\n\n"
+            f"# bench/run.py {'--quick ' if args.quick else ''}{'--smoke ' if args.smoke else ''}"
+            f"at {results['at']}\n\n"
             f"Machine: {results['machine']}\n\n"
             f"Load average (1 min) before: {load_before}, after: {results['load_after']} "
             f"(on {os.cpu_count()} cores; above the bench's own share it is other work "
             "on this machine, and the figures are lower than on an idle one)\n"
         )
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "latest.md").write_text(header + "\n" + text)
-        (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+        name = "smoke" if args.smoke else "latest"  # a smoke keeps the real figures
+        (RESULTS / f"{name}.md").write_text(header + "\n" + text)
+        (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
         print("\n" + header + "\n" + text)
         log(
             f"done in {time.monotonic() - started:.0f} s; "
-            f"kept in {RESULTS}/latest.md and latest.json"
+            f"kept in {RESULTS}/{name}.md and {name}.json"
         )
     finally:
         await redis.stop()
@@ -869,6 +876,9 @@ async def main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (about 2 minutes)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every benchmark once, briefly, 1 worker (CI)"
+    )
     parser.add_argument("--only", choices=["bench", "drills"], default=None)
     parser.add_argument(
         "--workers",

@@ -173,7 +173,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     claims = ClaimService(
         db, clock, gate, ledger, build_risk_engine(settings, gate), wallet, settings
     )
-    templates.on_change.append(claims.forget)
+    templates.on_change.append(claims.changed)
     app[TEMPLATES] = templates
     app[PRODUCTS] = ProductService(db, clock)
     members = MemberService(db, clock)
@@ -181,7 +181,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LEDGER] = ledger
     app[WALLET] = wallet
     app[CLAIMS_SERVICE] = claims
-    app[CODES_SERVICE] = CodeService(db, clock)
+    codes = CodeService(db, clock)
+    codes.on_change.append(claims.changed)
+    app[CODES_SERVICE] = codes
     app[GRANTS] = GrantService(db, clock, gate, ledger, settings.claim.idempotency_ttl_seconds)
     app[CLAIM_WIDGET] = ClaimWidgetService(db, clock, settings)
     prices = PriceService(db, clock, settings)

@@ -145,7 +145,9 @@ class TokenCodec:
 
 def _claims_from(payload: dict[str, Any]) -> Claims:
     sub = payload.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_ID_LENGTH:
+    # Spaces at either end are refused too: MariaDB's utf8mb4_bin compares "u1 " equal
+    # to "u1", so such an id could reach another user's rows.
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_ID_LENGTH or sub != sub.strip():
         raise unauthenticated("token sub must be a non-empty id")
     raw_role = payload.get("role", "user")
     try:

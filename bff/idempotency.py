@@ -84,7 +84,8 @@ async def run_once(
         if state.state == "new":
             break
         if state.state not in ("pending", "done"):
-            assert decided is not None, state
+            if decided is None:
+                raise RuntimeError(f"the gate answered {state.state!r} to a plain begin")
             return await decided(state)
         if state.body_hash is not None and state.body_hash != digest:
             raise idempotency_conflict()

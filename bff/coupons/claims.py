@@ -150,10 +150,20 @@ class ClaimService:
         self.templates.forget(template_id)
         self.ledger.forget(template_id)
 
+    async def changed(self, template_id: int) -> None:
+        """A template's definition or stock changed here (committed): forget it everywhere.
+
+        Here at once; in the gate (its sold-out flags); in other processes through the
+        price-change message that the admin write publishes.
+        """
+        self.templates.forget(template_id)
+        await self.ledger.drop_marks(template_id)
+
     def forget_shop(self, shop_id: str | None) -> None:
         """A shop changed in some process (pub/sub), or messages may have been lost (None)."""
         for template_id in self.templates.forget_shop(shop_id):
             self.ledger.forget(template_id)
+        self.ledger.forget_shop(shop_id)
 
     # --- public operations --------------------------------------------------------------------
     async def claim(

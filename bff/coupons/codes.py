@@ -7,6 +7,7 @@ the codes, ``issued`` the assigned ones, under the same guard as any stock.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,12 @@ class CodeService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        # Awaited with a template id after codes changed its stock (as TemplateService's).
+        self.on_change: list[Callable[[int], Awaitable[None]]] = []
+
+    async def _changed(self, template_id: int) -> None:
+        for callback in self.on_change:
+            await callback(template_id)
 
     async def generate(self, shop_id: str, template_id: int, count: int) -> dict[str, Any]:
         now = self.clock.now()
@@ -70,7 +77,9 @@ class CodeService:
             available = await self._grow_stock(conn, template, count)
             return {"generated": count, "available": available}
 
-        return await self.db.transaction(work)
+        result = await self.db.transaction(work)
+        await self._changed(template_id)
+        return result
 
     async def import_codes(self, shop_id: str, template_id: int, text: str) -> dict[str, Any]:
         parsed = parse_code_file(text)
@@ -109,11 +118,13 @@ class CodeService:
             }
 
         try:
-            return await self.db.transaction(work)
+            result = await self.db.transaction(work)
         except sqlalchemy.exc.IntegrityError:
             # Another upload added some of these codes meanwhile: run again, and they
             # count as duplicates.
-            return await self.db.transaction(work)
+            result = await self.db.transaction(work)
+        await self._changed(template_id)
+        return result
 
     async def _locked_template(
         self, conn: AsyncConnection, shop_id: str, template_id: int, codes_type: str

@@ -176,6 +176,8 @@ class Ledger:
         self._daily_out: dict[int, tuple[str, float]] = {}
         # template id -> when this process may next ask the gate about it
         self._asked: dict[int, float] = {}
+        # template id -> its shop, for every template flagged here (forget_shop)
+        self._shop_of: dict[int, str] = {}
         self._asking: dict[int, asyncio.Future[None]] = {}
         self.sold_out_seconds = sold_out_seconds
 
@@ -241,6 +243,26 @@ class Ledger:
         self._daily_out.pop(template_id, None)
         self._asked.pop(template_id, None)
 
+    def forget_shop(self, shop_id: str | None) -> None:
+        """Another process changed something of this shop (every shop's for None)."""
+        for template_id, shop in list(self._shop_of.items()):
+            if shop_id is None or shop == shop_id:
+                self.forget(template_id)
+                del self._shop_of[template_id]
+
+    async def drop_marks(self, template_id: int) -> None:
+        """After an admin change commits: the gate's flags go, so no process re-learns them.
+
+        Other processes' local flags go with the price-change message; if it is lost,
+        they last ``sold_out_seconds`` at most (the gate then has nothing to renew).
+        """
+        self.forget(template_id)
+        day = shop_day(self.clock.now(), self.timezone)
+        try:
+            await self.gate.drop_marks(sold_out_keys(template_id, day))
+        except Exception:
+            log.warning("could not drop a template's sold-out flags in the gate", exc_info=True)
+
     def _seen_sold_out(self, template_id: int) -> bool:
         until = self._sold_out.get(template_id)
         if until is not None and until <= time.monotonic():
@@ -300,18 +322,31 @@ class Ledger:
         if template.daily_limit and daily_mark == str(template.daily_limit):
             self._mark_daily_out(template.id, day)
 
-    async def _remember(self, seen: _Seen) -> None:
-        """After a commit: keep what the batch learned, here and in the gate."""
+    def _remember(self, seen: _Seen) -> None:
+        """After a commit: keep what the batch learned, here at once, in the gate soon."""
         template = seen.template
-        if template is None:
+        if template is None or not (seen.sold_out or seen.daily_out_day):
             return
-        keys = sold_out_keys(template.id, seen.daily_out_day or "")
+        self._shop_of[template.id] = template.shop_id
         if seen.sold_out:
             self._mark_sold_out(template.id)
-            await self.gate.mark(keys[0], str(template.stock_total), MARK_SECONDS)
         if seen.daily_out_day is not None:
             self._mark_daily_out(template.id, seen.daily_out_day)
-            await self.gate.mark(keys[1], str(template.daily_limit), MARK_SECONDS)
+        # The replies do not wait for it: a committed batch answers at once.
+        task = asyncio.get_running_loop().create_task(self._tell_gate(seen))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tell_gate(self, seen: _Seen) -> None:
+        template = seen.template
+        keys = sold_out_keys(template.id, seen.daily_out_day or "")
+        try:
+            if seen.sold_out:
+                await self.gate.mark(keys[0], str(template.stock_total), MARK_SECONDS)
+            if seen.daily_out_day is not None:
+                await self.gate.mark(keys[1], str(template.daily_limit), MARK_SECONDS)
+        except Exception:  # other processes learn it from their next batch instead
+            log.warning("could not keep a sold-out flag in the gate", exc_info=True)
 
     async def _refuse_sold_out(
         self, template_id: int, batch: list[IssueRequest]
@@ -331,6 +366,7 @@ class Ledger:
             self.forget(template_id)
         else:
             self._mark_sold_out(template_id)
+            self._shop_of[template_id] = batch[0].shop_id
         return results
 
     async def _flush(
@@ -345,10 +381,7 @@ class Ledger:
                 results = await self.db.transaction(
                     lambda conn: self.issue_batch(conn, template_id, batch, seen=seen)
                 )
-                try:
-                    await self._remember(seen)
-                except Exception:  # committed: the replies stand; the next batch learns again
-                    log.warning("could not keep a sold-out flag in the gate", exc_info=True)
+                self._remember(seen)
         except sqlalchemy.exc.IntegrityError as exc:
             if alone:
                 _fail(batch, exc)
@@ -385,6 +418,8 @@ class Ledger:
         gate before the caller commits.
         """
         now = self.clock.now()
+        if seen is not None:  # a transaction retried after a deadlock starts afresh
+            seen.template, seen.sold_out, seen.daily_out_day = None, False, None
         template = await self._lock_template(conn, template_id, lock=not read_only)
         results: list[IssueResult | None] = [None] * len(batch)
         if template is None:
@@ -528,9 +563,10 @@ class Ledger:
                 if exclusive:
                     await self._record_exclusive(conn, rows, now)
         except BaseException:
-            facts.cancel()
-            with contextlib.suppress(BaseException):
-                await facts
+            # Wait for the gate writes all the same: one still in flight after the rollback
+            # released the wallet locks could overwrite a later writer's facts.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(facts)
             raise
         await facts
         if seen is not None:
@@ -581,7 +617,9 @@ class Ledger:
         rows = await conn.execute(select(C).where(C.c.shop_id == shop_id, C.c.user_id.in_(users)))
         owned: dict[str, list[Any]] = {user: [] for user in users}
         for row in rows:
-            owned[row.user_id].append(row)
+            # utf8mb4_bin pads: "u1 " matches "u1" in SQL, not here (auth refuses such ids).
+            if row.user_id in owned:
+                owned[row.user_id].append(row)
         return owned
 
     async def _put_facts(self, facts: dict[str, UserFacts], shop_id: str) -> None:
@@ -590,12 +628,16 @@ class Ledger:
         Called holding the users' wallet locks, before the commit. If the gate cannot
         take them, the transaction fails: facts left from before it would be too low.
         """
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 self.gate.put_facts(facts_key(shop_id, user), value, self.facts_ttl)
                 for user, value in facts.items()
-            )
+            ),
+            return_exceptions=True,  # every write has ended before this returns
         )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _record_exclusive(
         self, conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime
@@ -699,39 +741,40 @@ class Ledger:
 def _facts(
     owned: dict[str, list[Any]], rows: list[dict[str, Any]], now: datetime
 ) -> dict[str, UserFacts]:
-    """Each user's facts once ``rows`` are inserted next to the coupons they ``owned``."""
+    """Each user's facts once ``rows`` are inserted next to the coupons they ``owned``.
+
+    ``wallet`` also counts used coupons still in their validity: a cancelled order can
+    give them back (``return_on_cancel``) without taking the wallet lock, and the facts
+    must stay above what a return can make the wallet.
+    """
     facts: dict[str, UserFacts] = {}
     for user, coupons in owned.items():
+        mine = [
+            (c.template_id, c.slot, c.status, c.valid_to, c.request_key, c.body_hash)
+            for c in coupons
+        ]
+        mine += [
+            (
+                r["template_id"],
+                r["slot"],
+                r["status"],
+                r["valid_to"],
+                r["request_key"],
+                r["body_hash"],
+            )
+            for r in rows
+            if r["user_id"] == user
+        ]
         held: dict[int, int] = {}
         keys: dict[str, str] = {}
         wallet = 0
-        for coupon in [*coupons, *(_Row(**row) for row in rows if row["user_id"] == user)]:
-            held[coupon.template_id] = max(held.get(coupon.template_id, 0), coupon.slot)
-            if coupon.request_key.startswith("c:"):
-                keys[coupon.request_key] = coupon.body_hash
-            wallet += _in_wallet(coupon.status, coupon.valid_to, now)
+        for template_id, slot, status, valid_to, request_key, digest in mine:
+            held[template_id] = max(held.get(template_id, 0), slot)
+            if request_key.startswith("c:"):
+                keys[request_key] = digest
+            wallet += status in ("unused", "locked", "used") and valid_to > now
         facts[user] = UserFacts(wallet, held, keys)
     return facts
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """A coupon row this batch is inserting, read like a fetched one."""
-
-    template_id: int
-    slot: int
-    status: str
-    valid_to: datetime
-    request_key: str
-    body_hash: str
-    user_id: str = ""
-    shop_id: str = ""
-    source: str = ""
-    code: str | None = None
-    valid_from: datetime | None = None
-    claimed_at: datetime | None = None
-    order_id: str | None = None
-    updated_at: datetime | None = None
 
 
 def _in_wallet(status: str, valid_to: datetime, now: datetime) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -96,8 +96,8 @@ class TemplateService:
         self.db = db
         self.clock = clock
         self.default_claim_page = default_claim_page
-        # Called with a template id after it changes (caches drop it).
-        self.on_change: list[Callable[[int], None]] = []
+        # Awaited with a template id after it changed (caches and sold-out flags drop it).
+        self.on_change: list[Callable[[int], Awaitable[None]]] = []
         # Called with a new template's data before it is written; raise to refuse it
         # (the points policy's free-coupon denominations).
         self.checks: list[Callable[[dict[str, Any]], None]] = []
@@ -167,7 +167,7 @@ class TemplateService:
 
         template = await self.db.transaction(work)
         for callback in self.on_change:
-            callback(template_id)
+            await callback(template_id)
         return template
 
 

@@ -52,8 +52,9 @@ class SoldOutCheck:
 class UserFacts:
     """What one user holds in one shop, as the ledger last wrote it under the user's lock.
 
-    Upper bounds, never lower ones: ``wallet`` counts unused and locked coupons
-    unexpired when written (expiry and use only lower the truth), ``held`` the
+    Upper bounds, never lower ones: ``wallet`` counts unused, locked and used coupons
+    unexpired when written (expiry only lowers the truth, and a used coupon an order
+    cancel gives back was counted already), ``held`` the
     coupons ever issued per template (what ``per_user_limit`` counts),
     ``claim_keys`` the durable request key and body hash of every claimed coupon.
     A write that rolls back after writing them leaves them too high, which only
@@ -137,16 +138,16 @@ class Gate(Protocol):
         """Replace a user's facts. Only the ledger calls it, holding the user's wallet lock."""
         ...
 
-    async def drop_facts(self, key: str) -> None:
-        """Forget a user's facts (a write raised the truth above them)."""
-        ...
-
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
         """Set a plain flag (a template seen sold out)."""
         ...
 
     async def read_marks(self, keys: list[str]) -> list[str | None]:
         """The flags under ``keys`` (one hash tag), None where unset."""
+        ...
+
+    async def drop_marks(self, keys: list[str]) -> None:
+        """Remove the flags under ``keys`` (one hash tag)."""
         ...
 
     async def publish(self, channel: str, message: str) -> None:

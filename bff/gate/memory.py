@@ -120,14 +120,15 @@ class MemoryGate:
     async def put_facts(self, key: str, facts: UserFacts, ttl_seconds: int) -> None:
         self._put(key, facts, ttl_seconds)
 
-    async def drop_facts(self, key: str) -> None:
-        self._data.pop(key, None)
-
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
         self._put(key, value, ttl_seconds)
 
     async def read_marks(self, keys: list[str]) -> list[str | None]:
         return [self._get(key) for key in keys]
+
+    async def drop_marks(self, keys: list[str]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
 
     async def publish(self, channel: str, message: str) -> None:
         for handler in list(self._listeners.get(channel, ())):

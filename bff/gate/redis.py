@@ -87,10 +87,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {'new'}
 """
 
-# Replace a user's facts: ARGV[1] the TTL, then field, value pairs.
+# Replace a user's facts: ARGV[1] the TTL, then field, value pairs (HSET 200 pairs a call:
+# Lua's unpack has a stack limit).
 PUT_FACTS = """
 redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2, #ARGV, 400 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 399, #ARGV)))
+end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
@@ -304,15 +307,15 @@ class RedisGate:
             args += [f"r:{request_key}", digest]
         await self._batch.call(_PUT_FACTS, [key], args)
 
-    async def drop_facts(self, key: str) -> None:
-        await self.client.delete(key)
-
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
         await self.client.set(key, value, ex=ttl_seconds)
 
     async def read_marks(self, keys: list[str]) -> list[str | None]:
         values = await self.client.mget(keys)
         return [None if value is None else value.decode() for value in values]
+
+    async def drop_marks(self, keys: list[str]) -> None:
+        await self.client.delete(*keys)
 
     async def publish(self, channel: str, message: str) -> None:
         await self.client.publish(channel, message)

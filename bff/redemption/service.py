@@ -49,9 +49,8 @@ from bff.clock import Clock
 from bff.coupons.wallet import coupon_status
 from bff.db import tables
 from bff.db.engine import Database
-from bff.db.locks import lock_wallets
 from bff.errors import ApiError, conflict, not_found
-from bff.gate.base import Gate, facts_key
+from bff.gate.base import Gate
 from bff.idempotency import Reply, body_hash, idempotency_conflict, run_once
 from bff.redemption.locks import (
     effective_status,
@@ -327,10 +326,8 @@ class RedemptionService:
                 if not released:
                     await self._give_back(conn, shop_id, order_id, now, spent=False)
             elif row.status == "used":
-                # A return can raise the wallet above the user's facts in the gate: drop
-                # them under the wallet lock, so no claim sees them until rebuilt.
-                await lock_wallets(conn, shop_id, [row.user_id])
-                await self.gate.drop_facts(facts_key(shop_id, row.user_id))
+                # A return cannot raise the wallet above the user's facts in the gate:
+                # they count used coupons still valid (bff/coupons/ledger.py, _facts).
                 await self._give_back(conn, shop_id, order_id, now, spent=True)
             # "expired": the lapse already released the coupons and recorded how.
             await conn.execute(

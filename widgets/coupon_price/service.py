@@ -1,22 +1,26 @@
 """Prices for product pages, list pages and checkout: the engine's I/O shell.
 
-One read per kind of data for a whole request, whatever the number of
-products: products, the room's live prices, the shop's templates, and for a
-signed-in user their usable coupons, held counts, wallet size and membership.
+What is the same for every shopper (the shop's active templates, today's
+issued counts, products, live rows) comes from a per-process cache cleared with
+the reply cache (widgets.coupon_price.facts); what is the user's (their usable
+coupons, held counts, wallet size, membership) is read on every request. Inside
+the redemption transaction (``order_quote``) everything is read on the caller's
+connection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bff.cache import ShopCache
 from bff.catalog import product_from_row
 from bff.clock import Clock
-from bff.coupons.counts import held_per_template, issued_on, took_exclusive
+from bff.coupons.counts import held_per_template, took_exclusive
 from bff.coupons.rules import MemberView, shop_day
 from bff.coupons.wallet import coupon_status, unused_counts
 from bff.db import tables
@@ -44,11 +48,11 @@ from widgets.coupon_price.core import (
     offered_on,
     price_view,
 )
+from widgets.coupon_price.facts import ShopFacts, known_catalog, read_catalog, read_shop_facts
 
 P = tables.products
 T = tables.coupon_templates
 C = tables.coupons
-LIVE = tables.live_room_prices
 
 _REASONS = {
     "threshold not met": "threshold_not_met",
@@ -72,6 +76,9 @@ class PriceService:
         self.clock = clock
         self.settings = settings
         self.lock_timeout = timedelta(minutes=settings.redemption.lock_timeout_minutes)
+        # The shop's facts shared by every shopper; the app clears them with the reply
+        # cache (bff.cache.Invalidator), in this process and through pub/sub in the others.
+        self.facts: ShopCache[ShopFacts] = ShopCache(settings.cache.ttl_seconds, clock)
 
     # --- public operations --------------------------------------------------------------------
     async def product(
@@ -113,10 +120,9 @@ class PriceService:
         coupon_ids: list[int] | None,
         live_room_id: str | None,
     ) -> dict[str, Any]:
-        async def work(conn: AsyncConnection) -> Quote:
-            return await self.order_quote(conn, shop_id, user_id, items, coupon_ids, live_room_id)
-
-        return quote_view(await self.db.read(work))
+        return quote_view(
+            await self._quote(None, shop_id, user_id, items, coupon_ids, live_room_id)
+        )
 
     async def order_quote(
         self,
@@ -127,11 +133,24 @@ class PriceService:
         coupon_ids: list[int] | None,
         live_room_id: str | None,
     ) -> Quote:
-        """An order's price on ``conn``: the checkout preview, and redemption inside its lock.
+        """An order's price on ``conn``: redemption, inside its lock.
 
+        The checkout preview's rules, read in the caller's transaction (products,
+        live prices and the user's coupons as that transaction sees them).
         Unknown product: 404. Chosen coupons are validated, the first refused one named
         (409 COUPON_NOT_USABLE); without ``coupon_ids`` the best held ones are chosen.
         """
+        return await self._quote(conn, shop_id, user_id, items, coupon_ids, live_room_id)
+
+    async def _quote(
+        self,
+        conn: AsyncConnection | None,
+        shop_id: str,
+        user_id: str,
+        items: list[dict[str, Any]],
+        coupon_ids: list[int] | None,
+        live_room_id: str | None,
+    ) -> Quote:
         ids = list(dict.fromkeys(item["product_id"] for item in items))
         data = await self._load(
             shop_id, user_id, ids, live_room_id, with_claimable=False, conn=conn
@@ -219,7 +238,7 @@ class PriceService:
 
     async def _chosen(
         self,
-        conn: AsyncConnection,
+        conn: AsyncConnection | None,
         shop_id: str,
         user_id: str,
         lines: list[Line],
@@ -247,8 +266,16 @@ class PriceService:
             raise _not_usable(exc.candidate.coupon_id, reason) from exc
 
     async def _why_not_usable(
-        self, conn: AsyncConnection, shop_id: str, user_id: str, coupon_id: int
+        self, conn: AsyncConnection | None, shop_id: str, user_id: str, coupon_id: int
     ) -> str:
+        """Why a coupon the user named is not among their usable ones (on ``conn``, or a
+        read of its own)."""
+        if conn is None:
+
+            async def work(conn: AsyncConnection) -> str:
+                return await self._why_not_usable(conn, shop_id, user_id, coupon_id)
+
+            return await self.db.read(work)
         now = self.clock.now()
         query = select(C).where(C.c.id == coupon_id, C.c.shop_id == shop_id)
         row = (await conn.execute(query.where(C.c.user_id == user_id))).first()
@@ -261,6 +288,18 @@ class PriceService:
         return status
 
     # --- loading ------------------------------------------------------------------------------
+    async def _shop_facts(self, shop_id: str, now: datetime) -> ShopFacts:
+        """The shop's shared facts (widgets.coupon_price.facts), read once per TTL."""
+        day = shop_day(now, self.settings.shop.timezone)
+
+        async def build() -> ShopFacts:
+            async def work(conn: AsyncConnection) -> ShopFacts:
+                return await read_shop_facts(conn, shop_id, now, day)
+
+            return await self.db.read(work)
+
+        return await self.facts.cached(shop_id, day, build)
+
     async def _load(
         self,
         shop_id: str,
@@ -271,86 +310,119 @@ class PriceService:
         with_claimable: bool,
         conn: AsyncConnection | None = None,
     ) -> PricingData:
-        """One read for a whole request; on ``conn`` when the caller is inside a transaction."""
+        """What a request prices with. On ``conn`` (the caller is inside a transaction)
+        everything is read there and nothing cached is used; otherwise the shop's shared
+        facts come from the per-process cache, and the user's from one read."""
         now = self.clock.now()
-        settings = self.settings
+        if conn is not None:
+            return await self._read(
+                conn, shop_id, user_id, product_ids, live_room_id, now, None, with_claimable
+            )
+        facts = await self._shop_facts(shop_id, now)
+        if user_id is None:
+            known = known_catalog(facts, product_ids, live_room_id)
+            if known is not None:  # an anonymous price with nothing to read
+                data = PricingData(products=known[0], live=known[1])
+                if with_claimable:
+                    self._add_claimable(data, facts, now, None)
+                return data
 
         async def work(conn: AsyncConnection) -> PricingData:
-            rows = await conn.execute(
-                select(P).where(P.c.shop_id == shop_id, P.c.product_id.in_(product_ids))
+            return await self._read(
+                conn, shop_id, user_id, product_ids, live_room_id, now, facts, with_claimable
             )
-            data = PricingData(products={row.product_id: row for row in rows})
-            if live_room_id is not None and data.products:
-                live_rows = await conn.execute(
-                    select(LIVE).where(
-                        LIVE.c.shop_id == shop_id,
-                        LIVE.c.room_id == live_room_id,
-                        LIVE.c.product_id.in_(list(data.products)),
-                    )
-                )
-                data.live = {row.product_id: row for row in live_rows}
-            member: MemberView | None = None
-            held_counts: dict[int, int] = {}
-            wallet_full = False
-            if user_id is not None:
-                data.held = list(
-                    await conn.execute(
-                        select(C, T.c.spec.label("template_spec"))
-                        .join(T, T.c.id == C.c.template_id)
-                        .where(
-                            C.c.shop_id == shop_id,
-                            C.c.user_id == user_id,
-                            unused_now(now - self.lock_timeout),  # a lapsed lock is over
-                            C.c.valid_from <= now,
-                            C.c.valid_to > now,
-                        )
-                    )
-                )
-            if not with_claimable:
-                return data
-            templates = list(
-                await conn.execute(
-                    select(T).where(
-                        T.c.shop_id == shop_id,
-                        T.c.status == "active",
-                        T.c.claim_start <= now,
-                        T.c.claim_end > now,
-                    )
-                )
-            )
-            if not templates:
-                return data
-            ids = [row.id for row in templates]
-            day = shop_day(now, settings.shop.timezone)
-            daily = await issued_on(conn, ids, day)
-            if user_id is not None:
-                held_counts = await held_per_template(conn, shop_id, user_id, ids)
-                unused = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
-                wallet_full = unused >= settings.wallet.max_unused_per_shop
-                member_row = await fetch_member(conn, shop_id, user_id)
-                if member_row is not None:
-                    member = MemberView(member_row.level, member_row.left_at is None)
-                exclusive = [t for t in templates if t.spec.get("new_member_exclusive")]
-                if exclusive and await took_exclusive(conn, shop_id, user_id):
-                    templates = [t for t in templates if t not in exclusive]
-            for row in templates:
-                facts = TemplateFacts(
-                    row, int(daily.get(row.id, 0)), int(held_counts.get(row.id, 0))
-                )
-                candidate = claimable_candidate(
-                    facts,
-                    now,
-                    signed_in=user_id is not None,
-                    member=member,
-                    wallet_full=wallet_full,
-                )
-                if candidate is not None:
-                    data.claimable.append((candidate, row.spec))
-            return data
 
-        if conn is not None:
-            return await work(conn)
         return await self.db.read(work)
+
+    async def _read(
+        self,
+        conn: AsyncConnection,
+        shop_id: str,
+        user_id: str | None,
+        product_ids: list[str],
+        live_room_id: str | None,
+        now: datetime,
+        facts: ShopFacts | None,
+        with_claimable: bool,
+    ) -> PricingData:
+        """One read for a whole request: what ``facts`` lacks, then the user's facts.
+        Without ``facts``, the shop's facts too (a transaction's own view)."""
+        products, live = await read_catalog(conn, shop_id, product_ids, live_room_id, facts)
+        data = PricingData(products=products, live=live)
+        shop = facts
+        if shop is None and with_claimable:
+            day = shop_day(now, self.settings.shop.timezone)
+            shop = await read_shop_facts(conn, shop_id, now, day)
+        user: UserFacts | None = None
+        if user_id is not None:
+            data.held = list(
+                await conn.execute(
+                    select(C, T.c.spec.label("template_spec"))
+                    .join(T, T.c.id == C.c.template_id)
+                    .where(
+                        C.c.shop_id == shop_id,
+                        C.c.user_id == user_id,
+                        unused_now(now - self.lock_timeout),  # a lapsed lock is over
+                        C.c.valid_from <= now,
+                        C.c.valid_to > now,
+                    )
+                )
+            )
+            if with_claimable and shop is not None and shop.claimable:
+                user = await self._user_claim_facts(conn, shop_id, user_id, shop, now)
+        if with_claimable and shop is not None:
+            self._add_claimable(data, shop, now, user, signed_in=user_id is not None)
+        return data
+
+    async def _user_claim_facts(
+        self, conn: AsyncConnection, shop_id: str, user_id: str, shop: ShopFacts, now: datetime
+    ) -> UserFacts:
+        """What decides which of the shop's templates this user may still claim."""
+        ids = [row.id for row in shop.claimable]
+        held_counts = await held_per_template(conn, shop_id, user_id, ids)
+        unused = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
+        member_row = await fetch_member(conn, shop_id, user_id)
+        member = None
+        if member_row is not None:
+            member = MemberView(member_row.level, member_row.left_at is None)
+        took = shop.has_exclusive and await took_exclusive(conn, shop_id, user_id)
+        return UserFacts(held_counts, unused, member, took)
+
+    def _add_claimable(
+        self,
+        data: PricingData,
+        shop: ShopFacts,
+        now: datetime,
+        user: UserFacts | None,
+        *,
+        signed_in: bool = False,
+    ) -> None:
+        """The to-claim candidates: the shop's claimable templates this viewer may take."""
+        wallet_full = user is not None and (user.unused >= self.settings.wallet.max_unused_per_shop)
+        for row in shop.claimable:
+            if user is not None and user.took_exclusive and row.spec.get("new_member_exclusive"):
+                continue  # one new-member exclusive per member, ever
+            held = user.held_counts.get(row.id, 0) if user is not None else 0
+            facts = TemplateFacts(row, int(shop.daily.get(row.id, 0)), int(held))
+            candidate = claimable_candidate(
+                facts,
+                now,
+                signed_in=signed_in,
+                member=user.member if user is not None else None,
+                wallet_full=wallet_full,
+            )
+            if candidate is not None:
+                data.claimable.append((candidate, row.spec))
+
+
+@dataclass(frozen=True)
+class UserFacts:
+    """One user's facts that decide what they may still claim."""
+
+    held_counts: dict[int, int]  # coupons ever issued per template (per_user_limit counts them)
+    unused: int  # what counts against the wallet cap
+    member: MemberView | None
+    took_exclusive: bool  # already took a new-member exclusive
 
 
 def quote_view(quote: Quote) -> dict[str, Any]:

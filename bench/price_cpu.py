@@ -18,6 +18,8 @@ import asyncio
 import itertools
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,6 +98,12 @@ async def main() -> None:
     parser.add_argument("--database", default="bff_price_cpu")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--only", default="", help="comma-separated route names")
+    parser.add_argument(
+        "--py-spy",
+        metavar="ROUTE",
+        default="",
+        help="sample the server with py-spy during ROUTE (raw output in $BFF_BENCH_WORK)",
+    )
     args = parser.parse_args()
 
     host, port = args.mysql.split(":")
@@ -121,9 +129,21 @@ async def main() -> None:
         only = [name for name in args.only.split(",") if name] or list(routes)
         for name in only:
             method, path, body, tokens = routes[name]
+            spy = None
+            if name == args.py_spy:
+                out = WORK / f"py-spy-{name}.txt"
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             ms, wall, statuses = await drive(
                 server.base, method, path, body, tokens, args.requests, args.concurrency, pid
             )
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
+                print(f"py-spy samples of {name}: {out}", flush=True)
             print(
                 f"{name:<14} {ms:7.3f} ms CPU/req  {args.requests / wall:8.0f} req/s  {statuses}",
                 flush=True,

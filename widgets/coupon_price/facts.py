@@ -50,7 +50,8 @@ PRICING_SPEC_KEYS = ("benefit", "scope", "stacking")
 class ShopFacts:
     day: str  # the shop's calendar day the daily counts are of
     # Active templates whose claim window had not ended when read, with a method the
-    # price offers to claim (widget or auto): coupon_templates rows, spec included.
+    # price offers to claim (widget or auto) and stock left (also today's) when read:
+    # coupon_templates rows, spec included.
     claimable: tuple[Any, ...]
     daily: dict[int, int]  # issued on ``day`` per template of ``claimable``
     # Template id -> spec, for pricing held coupons: the active templates, and others
@@ -94,12 +95,20 @@ async def read_shop_facts(
             select(T).where(T.c.shop_id == shop_id, T.c.status == "active", T.c.claim_end > now)
         )
     )
-    claimable = tuple(
+    offered = [
         row
         for row in rows
         if any(method in row.spec["claim_methods"] for method in CLAIMABLE_METHODS)
+        and (row.stock_total is None or row.issued < row.stock_total)
+    ]
+    daily = await issued_on(conn, [row.id for row in offered], day)
+    # Sold out (for good or for today) as read: claimable_candidate would refuse it for
+    # everyone on every request until the entry is read again.
+    claimable = tuple(
+        row
+        for row in offered
+        if row.daily_limit is None or daily.get(row.id, 0) < row.daily_limit
     )
-    daily = await issued_on(conn, [row.id for row in claimable], day)
     facts = ShopFacts(day=day, claimable=claimable, daily=daily)
     facts.specs.update({row.id: row.spec for row in rows})
     return facts

@@ -20,13 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bff.cache import ShopCache
 from bff.catalog import product_from_row
 from bff.clock import Clock
-from bff.coupons.counts import held_per_template, took_exclusive
-from bff.coupons.rules import MemberView, shop_day
-from bff.coupons.wallet import coupon_status, unused_counts
+from bff.coupons.rules import shop_day
+from bff.coupons.wallet import coupon_status
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import conflict, not_found
-from bff.members import fetch_member
 from bff.pricing.engine import (
     Candidate,
     Line,
@@ -37,7 +35,7 @@ from bff.pricing.engine import (
     evaluate,
     scope_lines,
 )
-from bff.redemption.locks import effective_status, unused_now
+from bff.redemption.locks import effective_status
 from config.loader import Settings
 from widgets.coupon_price.core import (
     TemplateFacts,
@@ -48,10 +46,16 @@ from widgets.coupon_price.core import (
     offered_on,
     price_view,
 )
-from widgets.coupon_price.facts import ShopFacts, known_catalog, read_catalog, read_shop_facts
+from widgets.coupon_price.facts import (
+    ShopFacts,
+    known_catalog,
+    read_catalog,
+    read_shop_facts,
+    read_specs,
+)
+from widgets.coupon_price.user_facts import HeldCoupon, UserFacts, read_usable, read_user_facts
 
 P = tables.products
-T = tables.coupon_templates
 C = tables.coupons
 
 _REASONS = {
@@ -65,7 +69,8 @@ _REASONS = {
 class PricingData:
     products: dict[str, Any]
     live: dict[str, Any] = field(default_factory=dict)
-    held: list[Any] = field(default_factory=list)  # usable coupons rows (+ template spec)
+    # The user's usable coupons, each with its template's spec.
+    held: list[tuple[HeldCoupon, dict[str, Any]]] = field(default_factory=list)
     # To-claim candidates with their template spec (for where they may be claimed).
     claimable: list[tuple[Candidate, dict[str, Any]]] = field(default_factory=list)
 
@@ -166,7 +171,7 @@ class PriceService:
             )
             for item in items
         ]
-        held = [self._held_candidate(row) for row in data.held]
+        held = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
         if coupon_ids is None:
             return best_quote(lines, held)
         return await self._chosen(conn, shop_id, user_id, lines, held, coupon_ids)
@@ -211,7 +216,7 @@ class PriceService:
     # --- pricing ------------------------------------------------------------------------------
     def _price(self, data: PricingData, product: Any, quantity: int) -> dict[str, Any]:
         line = line_for(product, quantity, self._exclusive(data, product))
-        candidates = [self._held_candidate(row) for row in data.held]
+        candidates = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
         candidates += [c for c, spec in data.claimable if offered_on(c, spec, product)]
         return price_view(line, best_quote([line], candidates))
 
@@ -227,13 +232,13 @@ class PriceService:
         return min(live.exclusive_price, normal)
 
     @staticmethod
-    def _held_candidate(row: Any) -> Candidate:
+    def _held_candidate(coupon: HeldCoupon, spec: dict[str, Any]) -> Candidate:
         return candidate_from(
-            row.template_id,
-            row.template_spec,
+            coupon.template_id,
+            spec,
             needs_claim=False,
-            coupon_id=row.id,
-            expires_at=row.valid_to,
+            coupon_id=coupon.coupon_id,
+            expires_at=coupon.valid_to,
         )
 
     async def _chosen(
@@ -310,13 +315,25 @@ class PriceService:
         with_claimable: bool,
         conn: AsyncConnection | None = None,
     ) -> PricingData:
-        """What a request prices with. On ``conn`` (the caller is inside a transaction)
-        everything is read there and nothing cached is used; otherwise the shop's shared
-        facts come from the per-process cache, and the user's from one read."""
+        """What a request prices with: the shop's shared facts from the per-process cache,
+        the user's read fresh (one statement, two when a held coupon's template is outside
+        the cached set). On ``conn`` (the caller is inside a transaction) products, live
+        rows, templates and the user's coupons are read there; only template specs, whose
+        pricing parts never change, may come from the cache."""
         now = self.clock.now()
         if conn is not None:
+            day = shop_day(now, self.settings.shop.timezone)
+            cached = self.facts.get(shop_id, day)  # no load here: not on another connection
             return await self._read(
-                conn, shop_id, user_id, product_ids, live_room_id, now, None, with_claimable
+                conn,
+                shop_id,
+                user_id,
+                product_ids,
+                live_room_id,
+                now,
+                cached,
+                with_claimable,
+                fresh=True,
             )
         facts = await self._shop_facts(shop_id, now)
         if user_id is None:
@@ -329,7 +346,15 @@ class PriceService:
 
         async def work(conn: AsyncConnection) -> PricingData:
             return await self._read(
-                conn, shop_id, user_id, product_ids, live_room_id, now, facts, with_claimable
+                conn,
+                shop_id,
+                user_id,
+                product_ids,
+                live_room_id,
+                now,
+                facts,
+                with_claimable,
+                fresh=False,
             )
 
         return await self.db.read(work)
@@ -344,49 +369,44 @@ class PriceService:
         now: datetime,
         facts: ShopFacts | None,
         with_claimable: bool,
+        *,
+        fresh: bool,
     ) -> PricingData:
         """One read for a whole request: what ``facts`` lacks, then the user's facts.
-        Without ``facts``, the shop's facts too (a transaction's own view)."""
-        products, live = await read_catalog(conn, shop_id, product_ids, live_room_id, facts)
+        ``fresh``: the shop's facts as this transaction sees them, not ``facts``'."""
+        catalog = None if fresh else facts
+        products, live = await read_catalog(conn, shop_id, product_ids, live_room_id, catalog)
         data = PricingData(products=products, live=live)
-        shop = facts
+        shop = catalog
         if shop is None and with_claimable:
             day = shop_day(now, self.settings.shop.timezone)
             shop = await read_shop_facts(conn, shop_id, now, day)
         user: UserFacts | None = None
         if user_id is not None:
-            data.held = list(
-                await conn.execute(
-                    select(C, T.c.spec.label("template_spec"))
-                    .join(T, T.c.id == C.c.template_id)
-                    .where(
-                        C.c.shop_id == shop_id,
-                        C.c.user_id == user_id,
-                        unused_now(now - self.lock_timeout),  # a lapsed lock is over
-                        C.c.valid_from <= now,
-                        C.c.valid_to > now,
-                    )
-                )
-            )
+            deadline = now - self.lock_timeout
             if with_claimable and shop is not None and shop.claimable:
-                user = await self._user_claim_facts(conn, shop_id, user_id, shop, now)
+                held, user = await read_user_facts(conn, shop_id, user_id, now, deadline)
+            else:
+                held = await read_usable(conn, shop_id, user_id, now, deadline)
+            data.held = await self._with_specs(conn, shop_id, held, facts)
         if with_claimable and shop is not None:
             self._add_claimable(data, shop, now, user, signed_in=user_id is not None)
         return data
 
-    async def _user_claim_facts(
-        self, conn: AsyncConnection, shop_id: str, user_id: str, shop: ShopFacts, now: datetime
-    ) -> UserFacts:
-        """What decides which of the shop's templates this user may still claim."""
-        ids = [row.id for row in shop.claimable]
-        held_counts = await held_per_template(conn, shop_id, user_id, ids)
-        unused = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
-        member_row = await fetch_member(conn, shop_id, user_id)
-        member = None
-        if member_row is not None:
-            member = MemberView(member_row.level, member_row.left_at is None)
-        took = shop.has_exclusive and await took_exclusive(conn, shop_id, user_id)
-        return UserFacts(held_counts, unused, member, took)
+    @staticmethod
+    async def _with_specs(
+        conn: AsyncConnection, shop_id: str, held: list[HeldCoupon], facts: ShopFacts | None
+    ) -> list[tuple[HeldCoupon, dict[str, Any]]]:
+        """Each held coupon with its template's spec: from ``facts``, and in one statement
+        for templates outside them (paused, ended, not yet remembered)."""
+        specs = facts.specs if facts is not None else {}
+        missing = sorted({c.template_id for c in held if c.template_id not in specs})
+        if missing:
+            found = await read_specs(conn, shop_id, missing)
+            if facts is not None:
+                facts.specs.update(found)
+            specs = {**specs, **found}
+        return [(c, specs[c.template_id]) for c in held if c.template_id in specs]
 
     def _add_claimable(
         self,
@@ -399,11 +419,14 @@ class PriceService:
     ) -> None:
         """The to-claim candidates: the shop's claimable templates this viewer may take."""
         wallet_full = user is not None and (user.unused >= self.settings.wallet.max_unused_per_shop)
+        held_counts = user.held_counts if user is not None else {}
         for row in shop.claimable:
+            held = held_counts.get(row.id, 0)
+            if signed_in and held >= row.per_user_limit:
+                continue  # the commonest refusal, and the cheapest (claimable_candidate's too)
             if user is not None and user.took_exclusive and row.spec.get("new_member_exclusive"):
                 continue  # one new-member exclusive per member, ever
-            held = user.held_counts.get(row.id, 0) if user is not None else 0
-            facts = TemplateFacts(row, int(shop.daily.get(row.id, 0)), int(held))
+            facts = TemplateFacts(row, shop.daily.get(row.id, 0), held)
             candidate = claimable_candidate(
                 facts,
                 now,
@@ -413,16 +436,6 @@ class PriceService:
             )
             if candidate is not None:
                 data.claimable.append((candidate, row.spec))
-
-
-@dataclass(frozen=True)
-class UserFacts:
-    """One user's facts that decide what they may still claim."""
-
-    held_counts: dict[int, int]  # coupons ever issued per template (per_user_limit counts them)
-    unused: int  # what counts against the wallet cap
-    member: MemberView | None
-    took_exclusive: bool  # already took a new-member exclusive
 
 
 def quote_view(quote: Quote) -> dict[str, Any]:

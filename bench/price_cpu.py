@@ -3,10 +3,13 @@
     python bench/price_cpu.py [--requests 2000] [--concurrency 8] [--holders 200]
 
 Starts ``run.py`` (one worker) on the shared MariaDB (its own database,
-``bff_price_cpu``, dropped and created) and a Redis db of your choice, seeds the
-bench's shop through the admin API (``bench/seed.py``: 20 held coupons per
-holder, 10 claimable templates), then sends each route's requests with a fixed
-concurrency and reads the server process's CPU time from /proc before and after.
+``bff_price_cpu``, dropped and created) with the in-process gate (the price
+routes never use the gate; ``--redis-url`` must name an empty db, since the
+seed's request ids are fixed and a used db replays the grants instead of
+issuing them), seeds the bench's shop through the admin API (``bench/seed.py``:
+20 held coupons per holder, 10 claimable templates) and checks a holder's
+wallet, then sends each route's requests with a fixed concurrency and reads
+the server process's CPU time from /proc before and after.
 Only the server's CPU is counted, so the client sharing the machine does not
 inflate the figure (it does compete for the cores: compare runs made together).
 """
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import pymysql
 
-from bench.seed import SHOP, Minter, product_id, seed_shop
+from bench.seed import HELD_TEMPLATES, SHOP, Minter, product_id, seed_shop
 from bench.services import SECRET, WORK, Server
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -89,6 +92,18 @@ async def drive(
     return used * 1000 / requests, wall, statuses
 
 
+async def check_seed(base: str, token: str) -> None:
+    """A holder holds the 20 granted coupons (a replayed grant would have issued none)."""
+    url = f"{base}/api/v1/shops/{SHOP}/me/coupons?limit=100"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": "Bearer " + token}) as reply,
+    ):
+        held = len((await reply.json())["items"])
+    if held != HELD_TEMPLATES:
+        raise RuntimeError(f"a holder holds {held} coupons, not {HELD_TEMPLATES}: used Redis db?")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -96,7 +111,7 @@ async def main() -> None:
     parser.add_argument("--holders", type=int, default=200)
     parser.add_argument("--mysql", default="127.0.0.1:3306")
     parser.add_argument("--database", default="bff_price_cpu")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--redis-url", default="", help="an empty db; default: in-process")
     parser.add_argument("--only", default="", help="comma-separated route names")
     parser.add_argument(
         "--py-spy",
@@ -115,6 +130,7 @@ async def main() -> None:
         minter = Minter(SECRET)
         shop = await seed_shop(server.base, minter, args.holders)
         holders = minter.many(shop.holders)
+        await check_seed(server.base, holders[0])
         pid = server.serving_pids()[0]
         shop_path = f"/api/v1/shops/{SHOP}"
         cart = json.dumps(

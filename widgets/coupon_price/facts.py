@@ -8,8 +8,10 @@ cleared by the same invalidation: an admin write that changes prices clears the
 shop here before it replies and, through pub/sub, in every other process. So
 a signed-in price may be as stale as an anonymous one, and no more: stock and
 daily counts that move with claims by at most the TTL (a sold-out template is
-offered to claim for at most that long; the claim itself is refused), anything
-a merchant writes not at all in this process.
+offered to claim for at most that long; the claim itself is refused), what a
+merchant writes not at all in the writing process and until the message lands
+in the others (the TTL if it is lost). The user's own facts are never kept
+here (widgets.coupon_price.user_facts).
 
 What does not depend on the moment is read once per entry; what does (claim
 windows opening or closing, live windows, validity) is decided per request by
@@ -40,10 +42,10 @@ LIVE = tables.live_room_prices
 # a huge catalog must not grow a process without bound.
 CATALOG_MAX = 20_000
 
-# What pricing reads of a spec never changes after a template is created: a PATCH changes
-# only columns, the description and a limited stock (bff.coupons.templates), so a spec
-# read once prices held coupons exactly, also inside the redemption lock.
-PRICING_SPEC_KEYS = ("benefit", "scope", "stacking")
+# What pricing reads of a spec (benefit, scope, stacking) never changes after a template is
+# created: a PATCH changes only columns, the description and a limited stock
+# (bff.coupons.templates), so a spec read once prices held coupons exactly, also inside
+# the redemption lock.
 
 
 @dataclass
@@ -60,18 +62,11 @@ class ShopFacts:
     products: dict[str, Any] = field(default_factory=dict)  # id -> row, None if not in the shop
     live: dict[tuple[str, str], Any] = field(default_factory=dict)  # (room, product) -> row|None
 
-    @property
-    def has_exclusive(self) -> bool:
-        return any(row.spec.get("new_member_exclusive") for row in self.claimable)
-
     def missing_products(self, product_ids: Iterable[str]) -> list[str]:
         return [pid for pid in product_ids if pid not in self.products]
 
     def missing_live(self, room_id: str, product_ids: Iterable[str]) -> list[str]:
         return [pid for pid in product_ids if (room_id, pid) not in self.live]
-
-    def missing_specs(self, template_ids: Iterable[int]) -> list[int]:
-        return sorted({tid for tid in template_ids if tid not in self.specs})
 
     def remember_products(self, asked: list[str], rows: dict[str, Any]) -> None:
         if len(self.products) + len(asked) > CATALOG_MAX:
@@ -105,9 +100,7 @@ async def read_shop_facts(
     # Sold out (for good or for today) as read: claimable_candidate would refuse it for
     # everyone on every request until the entry is read again.
     claimable = tuple(
-        row
-        for row in offered
-        if row.daily_limit is None or daily.get(row.id, 0) < row.daily_limit
+        row for row in offered if row.daily_limit is None or daily.get(row.id, 0) < row.daily_limit
     )
     facts = ShopFacts(day=day, claimable=claimable, daily=daily)
     facts.specs.update({row.id: row.spec for row in rows})

@@ -212,6 +212,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     cache = ReplyCache(settings.cache.ttl_seconds, clock)
     invalidator = Invalidator(cache, gate.publish, _price_channel(settings))
     invalidator.listeners.append(claims.forget_shop)
+    invalidator.listeners.append(prices.facts.forget)  # signed-in prices' shop-wide facts
     app[REPLY_CACHE] = cache
     app[INVALIDATOR] = invalidator
     _points(app, ledger, claims, wallet)

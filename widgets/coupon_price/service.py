@@ -1,28 +1,30 @@
 """Prices for product pages, list pages and checkout: the engine's I/O shell.
 
-One read per kind of data for a whole request, whatever the number of
-products: products, the room's live prices, the shop's templates, and for a
-signed-in user their usable coupons, held counts, wallet size and membership.
+What is the same for every shopper (the shop's active templates, today's
+issued counts, products, live rows) comes from a per-process cache cleared with
+the reply cache (widgets.coupon_price.facts); what is the user's (their usable
+coupons, held counts, wallet size, membership) is read on every request. Inside
+the redemption transaction (``order_quote``) everything is read on the caller's
+connection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bff.cache import ShopCache
 from bff.catalog import product_from_row
 from bff.clock import Clock
-from bff.coupons.counts import held_per_template, issued_on, took_exclusive
-from bff.coupons.rules import MemberView, shop_day
-from bff.coupons.wallet import coupon_status, unused_counts
+from bff.coupons.rules import shop_day
+from bff.coupons.wallet import coupon_status
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import conflict, not_found
-from bff.members import fetch_member
 from bff.pricing.engine import (
     Candidate,
     Line,
@@ -33,7 +35,7 @@ from bff.pricing.engine import (
     evaluate,
     scope_lines,
 )
-from bff.redemption.locks import effective_status, unused_now
+from bff.redemption.locks import effective_status
 from config.loader import Settings
 from widgets.coupon_price.core import (
     TemplateFacts,
@@ -44,11 +46,17 @@ from widgets.coupon_price.core import (
     offered_on,
     price_view,
 )
+from widgets.coupon_price.facts import (
+    ShopFacts,
+    known_catalog,
+    read_catalog,
+    read_shop_facts,
+    read_specs,
+)
+from widgets.coupon_price.user_facts import HeldCoupon, UserFacts, read_usable, read_user_facts
 
 P = tables.products
-T = tables.coupon_templates
 C = tables.coupons
-LIVE = tables.live_room_prices
 
 _REASONS = {
     "threshold not met": "threshold_not_met",
@@ -61,7 +69,8 @@ _REASONS = {
 class PricingData:
     products: dict[str, Any]
     live: dict[str, Any] = field(default_factory=dict)
-    held: list[Any] = field(default_factory=list)  # usable coupons rows (+ template spec)
+    # The user's usable coupons, each with its template's spec.
+    held: list[tuple[HeldCoupon, dict[str, Any]]] = field(default_factory=list)
     # To-claim candidates with their template spec (for where they may be claimed).
     claimable: list[tuple[Candidate, dict[str, Any]]] = field(default_factory=list)
 
@@ -72,6 +81,9 @@ class PriceService:
         self.clock = clock
         self.settings = settings
         self.lock_timeout = timedelta(minutes=settings.redemption.lock_timeout_minutes)
+        # The shop's facts shared by every shopper; the app clears them with the reply
+        # cache (bff.cache.Invalidator), in this process and through pub/sub in the others.
+        self.facts: ShopCache[ShopFacts] = ShopCache(settings.cache.ttl_seconds, clock)
 
     # --- public operations --------------------------------------------------------------------
     async def product(
@@ -113,10 +125,9 @@ class PriceService:
         coupon_ids: list[int] | None,
         live_room_id: str | None,
     ) -> dict[str, Any]:
-        async def work(conn: AsyncConnection) -> Quote:
-            return await self.order_quote(conn, shop_id, user_id, items, coupon_ids, live_room_id)
-
-        return quote_view(await self.db.read(work))
+        return quote_view(
+            await self._quote(None, shop_id, user_id, items, coupon_ids, live_room_id)
+        )
 
     async def order_quote(
         self,
@@ -127,11 +138,24 @@ class PriceService:
         coupon_ids: list[int] | None,
         live_room_id: str | None,
     ) -> Quote:
-        """An order's price on ``conn``: the checkout preview, and redemption inside its lock.
+        """An order's price on ``conn``: redemption, inside its lock.
 
+        The checkout preview's rules, read in the caller's transaction (products,
+        live prices and the user's coupons as that transaction sees them).
         Unknown product: 404. Chosen coupons are validated, the first refused one named
         (409 COUPON_NOT_USABLE); without ``coupon_ids`` the best held ones are chosen.
         """
+        return await self._quote(conn, shop_id, user_id, items, coupon_ids, live_room_id)
+
+    async def _quote(
+        self,
+        conn: AsyncConnection | None,
+        shop_id: str,
+        user_id: str,
+        items: list[dict[str, Any]],
+        coupon_ids: list[int] | None,
+        live_room_id: str | None,
+    ) -> Quote:
         ids = list(dict.fromkeys(item["product_id"] for item in items))
         data = await self._load(
             shop_id, user_id, ids, live_room_id, with_claimable=False, conn=conn
@@ -147,7 +171,7 @@ class PriceService:
             )
             for item in items
         ]
-        held = [self._held_candidate(row) for row in data.held]
+        held = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
         if coupon_ids is None:
             return best_quote(lines, held)
         return await self._chosen(conn, shop_id, user_id, lines, held, coupon_ids)
@@ -192,7 +216,7 @@ class PriceService:
     # --- pricing ------------------------------------------------------------------------------
     def _price(self, data: PricingData, product: Any, quantity: int) -> dict[str, Any]:
         line = line_for(product, quantity, self._exclusive(data, product))
-        candidates = [self._held_candidate(row) for row in data.held]
+        candidates = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
         candidates += [c for c, spec in data.claimable if offered_on(c, spec, product)]
         return price_view(line, best_quote([line], candidates))
 
@@ -208,18 +232,18 @@ class PriceService:
         return min(live.exclusive_price, normal)
 
     @staticmethod
-    def _held_candidate(row: Any) -> Candidate:
+    def _held_candidate(coupon: HeldCoupon, spec: dict[str, Any]) -> Candidate:
         return candidate_from(
-            row.template_id,
-            row.template_spec,
+            coupon.template_id,
+            spec,
             needs_claim=False,
-            coupon_id=row.id,
-            expires_at=row.valid_to,
+            coupon_id=coupon.coupon_id,
+            expires_at=coupon.valid_to,
         )
 
     async def _chosen(
         self,
-        conn: AsyncConnection,
+        conn: AsyncConnection | None,
         shop_id: str,
         user_id: str,
         lines: list[Line],
@@ -247,8 +271,16 @@ class PriceService:
             raise _not_usable(exc.candidate.coupon_id, reason) from exc
 
     async def _why_not_usable(
-        self, conn: AsyncConnection, shop_id: str, user_id: str, coupon_id: int
+        self, conn: AsyncConnection | None, shop_id: str, user_id: str, coupon_id: int
     ) -> str:
+        """Why a coupon the user named is not among their usable ones (on ``conn``, or a
+        read of its own)."""
+        if conn is None:
+
+            async def work(conn: AsyncConnection) -> str:
+                return await self._why_not_usable(conn, shop_id, user_id, coupon_id)
+
+            return await self.db.read(work)
         now = self.clock.now()
         query = select(C).where(C.c.id == coupon_id, C.c.shop_id == shop_id)
         row = (await conn.execute(query.where(C.c.user_id == user_id))).first()
@@ -261,6 +293,18 @@ class PriceService:
         return status
 
     # --- loading ------------------------------------------------------------------------------
+    async def _shop_facts(self, shop_id: str, now: datetime) -> ShopFacts:
+        """The shop's shared facts (widgets.coupon_price.facts), read once per TTL."""
+        day = shop_day(now, self.settings.shop.timezone)
+
+        async def build() -> ShopFacts:
+            async def work(conn: AsyncConnection) -> ShopFacts:
+                return await read_shop_facts(conn, shop_id, now, day)
+
+            return await self.db.read(work)
+
+        return await self.facts.cached(shop_id, day, build)
+
     async def _load(
         self,
         shop_id: str,
@@ -271,86 +315,127 @@ class PriceService:
         with_claimable: bool,
         conn: AsyncConnection | None = None,
     ) -> PricingData:
-        """One read for a whole request; on ``conn`` when the caller is inside a transaction."""
+        """What a request prices with: the shop's shared facts from the per-process cache,
+        the user's read fresh (one statement, two when a held coupon's template is outside
+        the cached set). On ``conn`` (the caller is inside a transaction) products, live
+        rows, templates and the user's coupons are read there; only template specs, whose
+        pricing parts never change, may come from the cache."""
         now = self.clock.now()
-        settings = self.settings
+        if conn is not None:
+            day = shop_day(now, self.settings.shop.timezone)
+            cached = self.facts.get(shop_id, day)  # no load here: not on another connection
+            return await self._read(
+                conn,
+                shop_id,
+                user_id,
+                product_ids,
+                live_room_id,
+                now,
+                cached,
+                with_claimable,
+                fresh=True,
+            )
+        facts = await self._shop_facts(shop_id, now)
+        if user_id is None:
+            known = known_catalog(facts, product_ids, live_room_id)
+            if known is not None:  # an anonymous price with nothing to read
+                data = PricingData(products=known[0], live=known[1])
+                if with_claimable:
+                    self._add_claimable(data, facts, now, None)
+                return data
 
         async def work(conn: AsyncConnection) -> PricingData:
-            rows = await conn.execute(
-                select(P).where(P.c.shop_id == shop_id, P.c.product_id.in_(product_ids))
+            return await self._read(
+                conn,
+                shop_id,
+                user_id,
+                product_ids,
+                live_room_id,
+                now,
+                facts,
+                with_claimable,
+                fresh=False,
             )
-            data = PricingData(products={row.product_id: row for row in rows})
-            if live_room_id is not None and data.products:
-                live_rows = await conn.execute(
-                    select(LIVE).where(
-                        LIVE.c.shop_id == shop_id,
-                        LIVE.c.room_id == live_room_id,
-                        LIVE.c.product_id.in_(list(data.products)),
-                    )
-                )
-                data.live = {row.product_id: row for row in live_rows}
-            member: MemberView | None = None
-            held_counts: dict[int, int] = {}
-            wallet_full = False
-            if user_id is not None:
-                data.held = list(
-                    await conn.execute(
-                        select(C, T.c.spec.label("template_spec"))
-                        .join(T, T.c.id == C.c.template_id)
-                        .where(
-                            C.c.shop_id == shop_id,
-                            C.c.user_id == user_id,
-                            unused_now(now - self.lock_timeout),  # a lapsed lock is over
-                            C.c.valid_from <= now,
-                            C.c.valid_to > now,
-                        )
-                    )
-                )
-            if not with_claimable:
-                return data
-            templates = list(
-                await conn.execute(
-                    select(T).where(
-                        T.c.shop_id == shop_id,
-                        T.c.status == "active",
-                        T.c.claim_start <= now,
-                        T.c.claim_end > now,
-                    )
-                )
-            )
-            if not templates:
-                return data
-            ids = [row.id for row in templates]
-            day = shop_day(now, settings.shop.timezone)
-            daily = await issued_on(conn, ids, day)
-            if user_id is not None:
-                held_counts = await held_per_template(conn, shop_id, user_id, ids)
-                unused = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
-                wallet_full = unused >= settings.wallet.max_unused_per_shop
-                member_row = await fetch_member(conn, shop_id, user_id)
-                if member_row is not None:
-                    member = MemberView(member_row.level, member_row.left_at is None)
-                exclusive = [t for t in templates if t.spec.get("new_member_exclusive")]
-                if exclusive and await took_exclusive(conn, shop_id, user_id):
-                    templates = [t for t in templates if t not in exclusive]
-            for row in templates:
-                facts = TemplateFacts(
-                    row, int(daily.get(row.id, 0)), int(held_counts.get(row.id, 0))
-                )
-                candidate = claimable_candidate(
-                    facts,
-                    now,
-                    signed_in=user_id is not None,
-                    member=member,
-                    wallet_full=wallet_full,
-                )
-                if candidate is not None:
-                    data.claimable.append((candidate, row.spec))
-            return data
 
-        if conn is not None:
-            return await work(conn)
         return await self.db.read(work)
+
+    async def _read(
+        self,
+        conn: AsyncConnection,
+        shop_id: str,
+        user_id: str | None,
+        product_ids: list[str],
+        live_room_id: str | None,
+        now: datetime,
+        facts: ShopFacts | None,
+        with_claimable: bool,
+        *,
+        fresh: bool,
+    ) -> PricingData:
+        """One read for a whole request: what ``facts`` lacks, then the user's facts.
+        ``fresh``: the shop's facts as this transaction sees them, not ``facts``'."""
+        catalog = None if fresh else facts
+        products, live = await read_catalog(conn, shop_id, product_ids, live_room_id, catalog)
+        data = PricingData(products=products, live=live)
+        shop = catalog
+        if shop is None and with_claimable:
+            day = shop_day(now, self.settings.shop.timezone)
+            shop = await read_shop_facts(conn, shop_id, now, day)
+        user: UserFacts | None = None
+        if user_id is not None:
+            deadline = now - self.lock_timeout
+            if with_claimable and shop is not None and shop.claimable:
+                held, user = await read_user_facts(conn, shop_id, user_id, now, deadline)
+            else:
+                held = await read_usable(conn, shop_id, user_id, now, deadline)
+            data.held = await self._with_specs(conn, shop_id, held, facts)
+        if with_claimable and shop is not None:
+            self._add_claimable(data, shop, now, user, signed_in=user_id is not None)
+        return data
+
+    @staticmethod
+    async def _with_specs(
+        conn: AsyncConnection, shop_id: str, held: list[HeldCoupon], facts: ShopFacts | None
+    ) -> list[tuple[HeldCoupon, dict[str, Any]]]:
+        """Each held coupon with its template's spec: from ``facts``, and in one statement
+        for templates outside them (paused, ended, not yet remembered)."""
+        specs = facts.specs if facts is not None else {}
+        missing = sorted({c.template_id for c in held if c.template_id not in specs})
+        if missing:
+            found = await read_specs(conn, shop_id, missing)
+            if facts is not None:
+                facts.specs.update(found)
+            specs = {**specs, **found}
+        return [(c, specs[c.template_id]) for c in held if c.template_id in specs]
+
+    def _add_claimable(
+        self,
+        data: PricingData,
+        shop: ShopFacts,
+        now: datetime,
+        user: UserFacts | None,
+        *,
+        signed_in: bool = False,
+    ) -> None:
+        """The to-claim candidates: the shop's claimable templates this viewer may take."""
+        wallet_full = user is not None and (user.unused >= self.settings.wallet.max_unused_per_shop)
+        held_counts = user.held_counts if user is not None else {}
+        for row in shop.claimable:
+            held = held_counts.get(row.id, 0)
+            if signed_in and held >= row.per_user_limit:
+                continue  # the commonest refusal, and the cheapest (claimable_candidate's too)
+            if user is not None and user.took_exclusive and row.spec.get("new_member_exclusive"):
+                continue  # one new-member exclusive per member, ever
+            facts = TemplateFacts(row, shop.daily.get(row.id, 0), held)
+            candidate = claimable_candidate(
+                facts,
+                now,
+                signed_in=signed_in,
+                member=user.member if user is not None else None,
+                wallet_full=wallet_full,
+            )
+            if candidate is not None:
+                data.claimable.append((candidate, row.spec))
 
 
 def quote_view(quote: Quote) -> dict[str, Any]:

@@ -1,0 +1,172 @@
+"""App CPU per request of the signed-in price reads, without the whole bench.
+
+    python bench/price_cpu.py [--requests 2000] [--concurrency 8] [--holders 200]
+
+Starts ``run.py`` (one worker) on the shared MariaDB (its own database,
+``bff_price_cpu``, dropped and created) with the in-process gate (the price
+routes never use the gate; ``--redis-url`` must name an empty db, since the
+seed's request ids are fixed and a used db replays the grants instead of
+issuing them), seeds the bench's shop through the admin API (``bench/seed.py``:
+20 held coupons per holder, 10 claimable templates) and checks a holder's
+wallet, then sends each route's requests with a fixed concurrency and reads
+the server process's CPU time from /proc before and after.
+Only the server's CPU is counted, so the client sharing the machine does not
+inflate the figure (it does compete for the cores: compare runs made together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("BFF_BENCH_WORK", "/tmp/bff-price-cpu")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+import pymysql
+
+from bench.seed import HELD_TEMPLATES, SHOP, Minter, product_id, seed_shop
+from bench.services import SECRET, WORK, Server
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def reset_database(host: str, port: int, name: str) -> None:
+    conn = pymysql.connect(host=host, port=port, user="root", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+
+
+async def drive(
+    base: str,
+    method: str,
+    path: str,
+    body: str | None,
+    tokens: list[str],
+    requests: int,
+    concurrency: int,
+    pid: int,
+) -> tuple[float, float, dict[int, int]]:
+    """(server CPU ms per request, wall seconds, statuses) for ``requests`` requests."""
+    counter = itertools.count()
+    statuses: dict[int, int] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(n: int) -> None:
+            headers = {"Content-Type": "application/json"}
+            if tokens:
+                headers["Authorization"] = "Bearer " + tokens[n % len(tokens)]
+            async with session.request(method, base + path, data=body, headers=headers) as reply:
+                await reply.read()
+                statuses[reply.status] = statuses.get(reply.status, 0) + 1
+
+        async def worker(limit: int) -> None:
+            while (n := next(counter)) < limit:
+                await one(n)
+
+        await asyncio.gather(*(worker(min(200, requests)) for _ in range(concurrency)))  # warm
+        counter = itertools.count()
+        statuses.clear()
+        started_cpu, started = cpu_seconds(pid), time.monotonic()
+        await asyncio.gather(*(worker(requests) for _ in range(concurrency)))
+        wall = time.monotonic() - started
+        used = cpu_seconds(pid) - started_cpu
+    return used * 1000 / requests, wall, statuses
+
+
+async def check_seed(base: str, token: str) -> None:
+    """A holder holds the 20 granted coupons (a replayed grant would have issued none)."""
+    url = f"{base}/api/v1/shops/{SHOP}/me/coupons?limit=100"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": "Bearer " + token}) as reply,
+    ):
+        held = len((await reply.json())["items"])
+    if held != HELD_TEMPLATES:
+        raise RuntimeError(f"a holder holds {held} coupons, not {HELD_TEMPLATES}: used Redis db?")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--holders", type=int, default=200)
+    parser.add_argument("--mysql", default="127.0.0.1:3306")
+    parser.add_argument("--database", default="bff_price_cpu")
+    parser.add_argument("--redis-url", default="", help="an empty db; default: in-process")
+    parser.add_argument("--only", default="", help="comma-separated route names")
+    parser.add_argument(
+        "--py-spy",
+        metavar="ROUTE",
+        default="",
+        help="sample the server with py-spy during ROUTE (raw output in $BFF_BENCH_WORK)",
+    )
+    args = parser.parse_args()
+
+    host, port = args.mysql.split(":")
+    reset_database(host, int(port), args.database)
+    WORK.mkdir(parents=True, exist_ok=True)
+    server = Server(f"mysql+aiomysql://root@{args.mysql}/{args.database}", args.redis_url)
+    await server.start()
+    try:
+        minter = Minter(SECRET)
+        shop = await seed_shop(server.base, minter, args.holders)
+        holders = minter.many(shop.holders)
+        await check_seed(server.base, holders[0])
+        pid = server.serving_pids()[0]
+        shop_path = f"/api/v1/shops/{SHOP}"
+        cart = json.dumps(
+            {"items": [{"product_id": product_id(n), "quantity": n} for n in (1, 2, 4)]}
+        )
+        routes = {
+            "ping": ("GET", "/api/v1/ping", None, []),
+            "product_anon": ("GET", f"{shop_path}/products/{product_id(1)}", None, []),
+            "product_user": ("GET", f"{shop_path}/products/{product_id(1)}", None, holders),
+            "checkout": ("POST", f"{shop_path}/checkout/preview", cart, holders),
+        }
+        only = [name for name in args.only.split(",") if name] or list(routes)
+        for name in only:
+            method, path, body, tokens = routes[name]
+            spy = None
+            if name == args.py_spy:
+                out = WORK / f"py-spy-{name}.txt"
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            ms, wall, statuses = await drive(
+                server.base, method, path, body, tokens, args.requests, args.concurrency, pid
+            )
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
+                print(f"py-spy samples of {name}: {out}", flush=True)
+            print(
+                f"{name:<14} {ms:7.3f} ms CPU/req  {args.requests / wall:8.0f} req/s  {statuses}",
+                flush=True,
+            )
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

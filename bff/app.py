@@ -33,6 +33,7 @@ from bff.errors import error_middleware
 from bff.gate.base import Gate
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
+from bff.idempotency import stop_renewing
 from bff.identity import build_identity_provider
 from bff.keys import (
     AUTO_CLAIM,
@@ -141,6 +142,7 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         app[GATE] = gate
         yield
     finally:
+        await stop_renewing(gate)
         await gate.close()
 
 

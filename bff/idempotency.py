@@ -12,9 +12,11 @@ its keys still finds the first result and never writes twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -25,7 +27,11 @@ from bff.errors import ApiError, conflict
 from bff.gate.base import Gate, IdemState
 
 log = logging.getLogger("bff.idempotency")
-PENDING_SECONDS = 30
+# A pending marker lives this long unless its runner renews it, which it does every
+# RENEW_SECONDS while the work runs: a runner that died (a killed worker) holds its
+# request id for seconds, not the half minute a fixed expiry had to allow for slow work.
+PENDING_SECONDS = 6
+RENEW_SECONDS = 2.0
 WAIT_SECONDS = 15.0
 POLL_SECONDS = 0.005
 
@@ -100,11 +106,15 @@ async def run_once(
                 "the same request is still being processed; retry shortly",
             )
         await asyncio.sleep(POLL_SECONDS)
+    renewer = _renewer(gate)
+    renewer.add(key, digest)
     try:
         reply = await work()
     except BaseException:
+        renewer.remove(key)
         await _abort_quietly(gate, key)
         raise
+    renewer.remove(key)
     stored = jsonutil.dumps({"s": reply.status, "b": reply.body})
     try:
         await gate.idem_finish(key, digest, stored, ttl_seconds)
@@ -112,6 +122,57 @@ async def run_once(
         # The work is done and durable; a retry finds it in the database.
         log.warning("could not keep an idempotent reply in the gate", exc_info=True)
     return reply
+
+
+class _Renewer:
+    """Renews this process's pending markers while their work runs: one pipeline a turn."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.live: dict[str, str] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, key: str, digest: str) -> None:
+        self.live[key] = digest
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def remove(self, key: str) -> None:
+        self.live.pop(key, None)
+
+    async def _run(self) -> None:
+        while self.live:
+            await asyncio.sleep(RENEW_SECONDS)
+            live = list(self.live.items())
+            try:
+                await asyncio.gather(
+                    *(
+                        self.gate.idem_renew(k, d, PENDING_SECONDS)
+                        for k, d in live
+                        if k in self.live
+                    )
+                )
+            except Exception:  # the gate is away: the markers may lapse; the ledger stays exact
+                log.warning("could not renew pending request markers", exc_info=True)
+
+
+_renewers: weakref.WeakKeyDictionary[Any, _Renewer] = weakref.WeakKeyDictionary()
+
+
+async def stop_renewing(gate: Gate) -> None:
+    """The app is stopping: end the gate's renewals (their markers lapse on their own)."""
+    renewer = _renewers.pop(gate, None)
+    if renewer is not None and renewer.task is not None:
+        renewer.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer.task
+
+
+def _renewer(gate: Gate) -> _Renewer:
+    renewer = _renewers.get(gate)
+    if renewer is None:
+        renewer = _renewers[gate] = _Renewer(gate)
+    return renewer
 
 
 async def _abort_quietly(gate: Gate, key: str) -> None:

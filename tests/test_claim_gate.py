@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http import HTTPStatus
@@ -25,12 +26,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import event
 
+from bff import idempotency
 from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from bff.gate.base import Gate, SoldOutCheck, UserFacts
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
+from bff.idempotency import Reply, run_once
 from bff.keys import DB, GATE
 from config.loader import RedisSettings
 from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings, template_body
@@ -361,3 +364,40 @@ async def test_twins_count_the_rate_limit_after_idempotency(gate):
     await gate.mark("so:{tpl:7}", "10", 60)
     assert await gate.read_marks(["so:{tpl:7}", "ds:{tpl:7}:d"]) == ["10", None]
     assert await begin(gate, "v", check=None, limit=3) == "limited"
+
+
+# --- pending markers: renewed while their work runs, lapsing soon after a runner died -----
+@pytest.fixture
+def short_markers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Markers of 1 s renewed every 0.2 s, so the test needs no 6 s waits."""
+    monkeypatch.setattr(idempotency, "PENDING_SECONDS", 1)
+    monkeypatch.setattr(idempotency, "RENEW_SECONDS", 0.2)
+
+
+async def test_a_slow_runner_keeps_its_request_id_past_the_marker_expiry(gate, short_markers):
+    runs = []
+
+    async def work() -> Reply:
+        runs.append(1)
+        await asyncio.sleep(1.6)  # longer than a marker lives without renewal
+        return Reply(HTTPStatus.CREATED, {"ok": True})
+
+    first = asyncio.ensure_future(run_once(gate, "idem:{s1:u1}:slow", "h", work, ttl_seconds=60))
+    await asyncio.sleep(1.3)
+    copy = await run_once(gate, "idem:{s1:u1}:slow", "h", work, ttl_seconds=60)
+    assert (await first).replayed is False and copy.replayed is True
+    assert runs == [1]
+    await idempotency.stop_renewing(gate)
+
+
+async def test_a_dead_runners_marker_lapses_and_a_retry_runs(gate, short_markers):
+    # A worker took the request id and died: nobody renews its marker.
+    assert (await gate.idem_begin("idem:{s1:u1}:dead", "h", 1)).state == "new"
+
+    async def work() -> Reply:
+        return Reply(HTTPStatus.CREATED, {"ok": True})
+
+    started = time.monotonic()
+    reply = await run_once(gate, "idem:{s1:u1}:dead", "h", work, ttl_seconds=60)
+    assert reply.replayed is False and time.monotonic() - started < 3
+    await idempotency.stop_renewing(gate)

@@ -116,6 +116,10 @@ class Gate(Protocol):
         """Give the request id back (the request ended without a reply worth replaying)."""
         ...
 
+    async def idem_renew(self, key: str, body_hash: str, pending_seconds: int) -> None:
+        """Extend a pending marker of this body (its runner is still working)."""
+        ...
+
     async def claim_begin(
         self,
         key: str,

@@ -87,6 +87,11 @@ class MemoryGate:
     async def idem_finish(self, key: str, body_hash: str, reply: bytes, ttl_seconds: int) -> None:
         self._put(key, ("done", body_hash, reply), ttl_seconds)
 
+    async def idem_renew(self, key: str, body_hash: str, pending_seconds: int) -> None:
+        entry = self._get(key)
+        if entry is not None and entry[0] == "pending" and entry[1] == body_hash:
+            self._put(key, entry, pending_seconds)
+
     async def idem_abort(self, key: str) -> None:
         entry = self._get(key)
         if entry is not None and entry[0] == "pending":

@@ -57,6 +57,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+IDEM_RENEW = """
+local found = redis.call('HMGET', KEYS[1], 's', 'h')
+if found[1] == 'pending' and found[2] == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
 IDEM_ABORT = """
 if redis.call('HGET', KEYS[1], 's') == 'pending' then redis.call('DEL', KEYS[1]) end
 return 1
@@ -197,6 +203,7 @@ _ADMIT_MEMBER = _script(ADMIT_MEMBER)
 _IDEM_BEGIN = _script(IDEM_BEGIN)
 _IDEM_FINISH = _script(IDEM_FINISH)
 _IDEM_ABORT = _script(IDEM_ABORT)
+_IDEM_RENEW = _script(IDEM_RENEW)
 _CLAIM_BEGIN = _script(CLAIM_BEGIN)
 _PUT_FACTS = _script(PUT_FACTS)
 
@@ -273,6 +280,9 @@ class RedisGate:
 
     async def idem_finish(self, key: str, body_hash: str, reply: bytes, ttl_seconds: int) -> None:
         await self._batch.call(_IDEM_FINISH, [key], [body_hash, reply, ttl_seconds])
+
+    async def idem_renew(self, key: str, body_hash: str, pending_seconds: int) -> None:
+        await self._batch.call(_IDEM_RENEW, [key], [body_hash, pending_seconds])
 
     async def idem_abort(self, key: str) -> None:
         await self._batch.call(_IDEM_ABORT, [key], [])

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from sqlalchemy import event
 
+from bff.app import create_app
+from bff.clock import ManualClock
+from bff.keys import DB
+from config.loader import Settings
 from tests.conftest import expect, template_body
+
+
+@contextlib.contextmanager
+def statements(client: TestClient) -> Iterator[list[str]]:
+    """The SQL statements the app runs while the block runs (observed, not mocked)."""
+    seen: list[str] = []
+    engine = client.app[DB].engine.sync_engine
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def two_instances(
+    aiohttp_client: Callable[..., Any], settings: Settings, clock: ManualClock, base_dir: Path
+) -> tuple[TestClient, TestClient]:
+    """Two app instances (process-equivalents) on the same database and gate."""
+    first = await aiohttp_client(create_app(settings, clock=clock, base_dir=base_dir))
+    second = await aiohttp_client(create_app(settings, clock=clock, base_dir=base_dir))
+    return first, second
 
 
 # --- paths and ids ---------------------------------------------------------------------------

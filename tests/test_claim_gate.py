@@ -12,10 +12,9 @@ The twins (Redis and in-process) are also checked against each other directly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
 from pathlib import Path
@@ -24,17 +23,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import event
 
 from bff import idempotency
-from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from bff.gate.base import Gate, SoldOutCheck, UserFacts
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
 from bff.idempotency import Reply, run_once
-from bff.keys import DB, GATE
+from bff.keys import GATE
 from config.loader import RedisSettings
 from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings, template_body
 from tests.helpers import (
@@ -48,26 +45,12 @@ from tests.helpers import (
     put_product,
     redeem_ok,
     shop_url,
+    statements,
+    two_instances,
 )
 
 # Long enough that no local cache runs out in the middle of a test on a slow machine.
 STEADY = {"template_cache_seconds": 600.0, "sold_out_seconds": 600.0}
-
-
-@contextlib.contextmanager
-def statements(client: TestClient) -> Iterator[list[str]]:
-    """The SQL statements the app runs inside the block (observed, not mocked)."""
-    seen: list[str] = []
-    engine = client.app[DB].engine.sync_engine
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 async def code_of(client: TestClient, headers: dict[str, str], template_id: int, **kw: Any) -> str:
@@ -277,8 +260,7 @@ async def two(
         token, _ = codec.mint(sub, Role(role), shop)
         return {"Authorization": f"Bearer {token}"}
 
-    first = await aiohttp_client(create_app(settings, clock=clock, base_dir=tmp_path))
-    second = await aiohttp_client(create_app(settings, clock=clock, base_dir=tmp_path))
+    first, second = await two_instances(aiohttp_client, settings, clock, tmp_path)
     return first, second, bearer
 
 

@@ -8,11 +8,10 @@ from http import HTTPStatus
 
 import pytest
 
-from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from tests.conftest import base_settings, expect, mariadb_settings
-from tests.helpers import claim_ok, put_product
+from tests.helpers import claim_ok, put_product, two_instances
 
 BASE = "/api/v1/shops/s1"
 
@@ -31,8 +30,7 @@ async def test_anonymous_replies_are_cached_and_cleared_by_a_write(client, merch
 async def two_apps(aiohttp_client, tmp_path):
     settings = await mariadb_settings(base_settings())
     clock = ManualClock()
-    reader = await aiohttp_client(create_app(settings, clock=clock, base_dir=tmp_path))
-    writer = await aiohttp_client(create_app(settings, clock=clock, base_dir=tmp_path))
+    reader, writer = await two_instances(aiohttp_client, settings, clock, tmp_path)
     token, _ = TokenCodec(settings.jwt, clock).mint("m1", Role.MERCHANT, "s1")
     return reader, writer, {"Authorization": f"Bearer {token}"}
 

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import event
 
-from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.cache import ShopCache
 from bff.clock import ManualClock
@@ -38,6 +35,8 @@ from tests.helpers import (
     redeem_ok,
     set_status,
     shop_url,
+    statements,
+    two_instances,
 )
 from widgets.coupon_price.user_facts import read_usable, read_user_facts
 
@@ -53,22 +52,6 @@ async def price_of(
 
 def to_claim(price: dict[str, Any]) -> list[int]:
     return [entry["template_id"] for entry in price["coupons"] if entry["needs_claim"]]
-
-
-@contextmanager
-def statements(client: TestClient) -> Iterator[list[str]]:
-    """The SQL the app sends while the block runs (observed, not replaced)."""
-    seen: list[str] = []
-    engine = client.app[DB].engine.sync_engine
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def facts_loads(seen: list[str]) -> int:
@@ -197,8 +180,7 @@ async def test_a_load_that_began_before_a_clear_is_not_served_to_later_requests(
 async def two_apps(aiohttp_client, tmp_path):
     settings = await mariadb_settings(base_settings())
     clock = ManualClock()
-    reader = await aiohttp_client(create_app(settings, clock=clock, base_dir=tmp_path))
-    writer = await aiohttp_client(create_app(settings, clock=clock, base_dir=tmp_path))
+    reader, writer = await two_instances(aiohttp_client, settings, clock, tmp_path)
     codec = TokenCodec(settings.jwt, clock)
     merchant = {"Authorization": "Bearer " + codec.mint("m1", Role.MERCHANT, "s1")[0]}
     user = {"Authorization": "Bearer " + codec.mint("u7", Role.USER, None)[0]}

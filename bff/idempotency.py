@@ -111,10 +111,10 @@ async def run_once(
     try:
         reply = await work()
     except BaseException:
-        renewer.remove(key)
         await _abort_quietly(gate, key)
         raise
-    renewer.remove(key)
+    finally:
+        renewer.remove(key)
     stored = jsonutil.dumps({"s": reply.status, "b": reply.body})
     try:
         await gate.idem_finish(key, digest, stored, ttl_seconds)
@@ -143,14 +143,9 @@ class _Renewer:
     async def _run(self) -> None:
         while self.live:
             await asyncio.sleep(RENEW_SECONDS)
-            live = list(self.live.items())
             try:
                 await asyncio.gather(
-                    *(
-                        self.gate.idem_renew(k, d, PENDING_SECONDS)
-                        for k, d in live
-                        if k in self.live
-                    )
+                    *(self.gate.idem_renew(k, d, PENDING_SECONDS) for k, d in self.live.items())
                 )
             except Exception:  # the gate is away: the markers may lapse; the ledger stays exact
                 log.warning("could not renew pending request markers", exc_info=True)

@@ -105,16 +105,11 @@ class TemplateCache:
     def forget(self, template_id: int) -> None:
         self._rows.pop(template_id, None)
 
-    def forget_shop(self, shop_id: str | None) -> list[int]:
-        """Drop a shop's rows (every shop's for None); the ids dropped."""
-        dropped = [
-            template_id
-            for template_id, (_, row) in self._rows.items()
-            if shop_id is None or row.shop_id == shop_id
-        ]
-        for template_id in dropped:
-            del self._rows[template_id]
-        return dropped
+    def forget_shop(self, shop_id: str | None) -> None:
+        """Drop a shop's rows (every shop's for None)."""
+        for template_id, (_, row) in list(self._rows.items()):
+            if shop_id is None or row.shop_id == shop_id:
+                del self._rows[template_id]
 
 
 @dataclass(frozen=True)
@@ -145,11 +140,6 @@ class ClaimService:
         self.settings = settings
         self.templates = TemplateCache(db, settings.claim.template_cache_seconds)
 
-    def forget(self, template_id: int) -> None:
-        """A template changed (admin write): drop what this process remembered of it."""
-        self.templates.forget(template_id)
-        self.ledger.forget(template_id)
-
     async def changed(self, template_id: int) -> None:
         """A template's definition or stock changed here (committed): forget it everywhere.
 
@@ -161,8 +151,7 @@ class ClaimService:
 
     def forget_shop(self, shop_id: str | None) -> None:
         """A shop changed in some process (pub/sub), or messages may have been lost (None)."""
-        for template_id in self.templates.forget_shop(shop_id):
-            self.ledger.forget(template_id)
+        self.templates.forget_shop(shop_id)
         self.ledger.forget_shop(shop_id)
 
     # --- public operations --------------------------------------------------------------------
@@ -232,12 +221,10 @@ class ClaimService:
             if state.state == "refused":
                 raise refuse(code or "SOLD_OUT").error()
             # Rate limited: a retry of a claim that succeeded is still replayed.
-            earlier = await self._issued(context.shop_id, request_key)
-            if earlier is None:
+            replay = await self._replay(context, request_key, digest)
+            if replay is None:
                 raise refuse("RATE_LIMITED").error({"Retry-After": str(retry_after)})
-            if earlier.body_hash != digest:
-                raise refuse("IDEMPOTENCY_CONFLICT").error()
-            return self._reply(IssueResult(coupon=earlier, replayed=True), template)
+            return replay
 
         return begin, decided
 

@@ -74,6 +74,7 @@ from bff.clock import Clock
 from bff.coupons.codegen import random_code
 from bff.coupons.counts import exclusive_takers, issued_on
 from bff.coupons.rules import Refusal, refuse, shop_day
+from bff.coupons.wallet import counts_against_wallet
 from bff.db import tables
 from bff.db.engine import Database
 from bff.db.locks import lock_wallets
@@ -85,7 +86,6 @@ C = tables.coupons
 T = tables.coupon_templates
 CODES = tables.coupon_codes
 DAILY = tables.template_daily
-W = tables.wallets
 X = tables.exclusive_takes
 
 
@@ -231,11 +231,13 @@ class Ledger:
                 task.add_done_callback(self._tasks.discard)
 
     # --- sold out ---------------------------------------------------------------------------
-    def _mark_sold_out(self, template_id: int) -> None:
+    def _mark_sold_out(self, template_id: int, shop_id: str) -> None:
         self._sold_out[template_id] = time.monotonic() + self.sold_out_seconds
+        self._shop_of[template_id] = shop_id
 
-    def _mark_daily_out(self, template_id: int, day: str) -> None:
+    def _mark_daily_out(self, template_id: int, shop_id: str, day: str) -> None:
         self._daily_out[template_id] = (day, time.monotonic() + self.sold_out_seconds)
+        self._shop_of[template_id] = shop_id
 
     def forget(self, template_id: int) -> None:
         """The template changed (say, more stock): stop treating it as sold out."""
@@ -318,20 +320,19 @@ class Ledger:
     async def _ask_gate(self, template: Any, day: str) -> None:
         stock_mark, daily_mark = await self.gate.read_marks(sold_out_keys(template.id, day))
         if template.stock_total is not None and stock_mark == str(template.stock_total):
-            self._mark_sold_out(template.id)
+            self._mark_sold_out(template.id, template.shop_id)
         if template.daily_limit and daily_mark == str(template.daily_limit):
-            self._mark_daily_out(template.id, day)
+            self._mark_daily_out(template.id, template.shop_id, day)
 
     def _remember(self, seen: _Seen) -> None:
         """After a commit: keep what the batch learned, here at once, in the gate soon."""
         template = seen.template
         if template is None or not (seen.sold_out or seen.daily_out_day):
             return
-        self._shop_of[template.id] = template.shop_id
         if seen.sold_out:
-            self._mark_sold_out(template.id)
+            self._mark_sold_out(template.id, template.shop_id)
         if seen.daily_out_day is not None:
-            self._mark_daily_out(template.id, seen.daily_out_day)
+            self._mark_daily_out(template.id, template.shop_id, seen.daily_out_day)
         # The replies do not wait for it: a committed batch answers at once.
         task = asyncio.get_running_loop().create_task(self._tell_gate(seen))
         self._tasks.add(task)
@@ -365,8 +366,7 @@ class Ledger:
         if results is None:
             self.forget(template_id)
         else:
-            self._mark_sold_out(template_id)
-            self._shop_of[template_id] = batch[0].shop_id
+            self._mark_sold_out(template_id, batch[0].shop_id)
         return results
 
     async def _flush(
@@ -431,7 +431,7 @@ class Ledger:
         spec = template.spec
 
         users = sorted({r.user_id for r in batch})
-        await self.lock_wallets(conn, shop_id, users)
+        await lock_wallets(conn, shop_id, users)
         # After the wallet lock: every copy of a request key is one user's, so a copy
         # committed by another process (a different template) is visible now.
         owned = await self._owned(conn, shop_id, users)
@@ -441,13 +441,12 @@ class Ledger:
             user: max((c.slot for c in coupons if c.template_id == template_id), default=0)
             for user, coupons in owned.items()
         }
-        held = {user: slot for user, slot in held.items() if slot}
         # New-member exclusives: one of them per member, once, ever (under the wallet lock,
         # which every writer of this user's coupons holds).
         exclusive = bool(spec.get("new_member_exclusive"))
         took_exclusive = await exclusive_takers(conn, shop_id, users) if exclusive else set()
         in_wallet = {
-            user: sum(1 for c in coupons if _in_wallet(c.status, c.valid_to, now))
+            user: sum(1 for c in coupons if counts_against_wallet(c.status, c.valid_to, now))
             for user, coupons in owned.items()
         }
         day = shop_day(now, self.timezone)
@@ -606,9 +605,6 @@ class Ledger:
             select(C).where(C.c.shop_id == shop_id, C.c.request_key.in_(sorted(set(keys))))
         )
         return {row.request_key: row for row in rows}
-
-    async def lock_wallets(self, conn: AsyncConnection, shop_id: str, users: list[str]) -> None:
-        await lock_wallets(conn, shop_id, users)
 
     async def _owned(
         self, conn: AsyncConnection, shop_id: str, users: list[str]
@@ -775,11 +771,6 @@ def _facts(
             wallet += status in ("unused", "locked", "used") and valid_to > now
         facts[user] = UserFacts(wallet, held, keys)
     return facts
-
-
-def _in_wallet(status: str, valid_to: datetime, now: datetime) -> bool:
-    """What counts against the wallet cap (as ``unused_counts``): unused or locked, unexpired."""
-    return status in ("unused", "locked") and valid_to > now
 
 
 def _fail(batch: list[IssueRequest], exc: BaseException) -> None:

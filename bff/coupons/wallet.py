@@ -85,6 +85,11 @@ def coupon_view(
     }
 
 
+def counts_against_wallet(status: str, valid_to: datetime, now: datetime) -> bool:
+    """:func:`unused_counts`'s condition for one coupon: unexpired, unused or held by an order."""
+    return status in ("unused", "locked") and valid_to > now
+
+
 async def unused_counts(
     conn: AsyncConnection, shop_id: str, user_ids: list[str], now: datetime
 ) -> dict[str, int]:

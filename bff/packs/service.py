@@ -36,7 +36,7 @@ from bff.coupons.templates import fetch_rows
 from bff.coupons.wallet import CouponSchema, WalletService, unused_counts
 from bff.db import tables
 from bff.db.engine import Database
-from bff.db.locks import lock_shop
+from bff.db.locks import lock_shop, lock_wallets
 from bff.db.paging import newest_first
 from bff.errors import conflict, not_found, validation_failed
 from bff.gate.base import Gate
@@ -461,7 +461,7 @@ class PackService:
         if conn.dialect.name != "sqlite":
             lock = lock.with_for_update()
         templates = {row.id: row for row in await conn.execute(lock)}
-        await self.ledger.lock_wallets(conn, shop_id, [user_id])
+        await lock_wallets(conn, shop_id, [user_id])
         in_wallet = (await unused_counts(conn, shop_id, [user_id], now)).get(user_id, 0)
         if in_wallet + len(template_ids) > self.wallet_cap:
             raise _Refused(refuse("WALLET_FULL", needed=len(template_ids)))

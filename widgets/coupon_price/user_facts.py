@@ -32,6 +32,7 @@ from sqlalchemy import and_, bindparam, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.coupons.rules import MemberView
+from bff.coupons.wallet import counts_against_wallet
 from bff.db import tables
 from bff.redemption.locks import effective_status, unused_now
 
@@ -107,11 +108,6 @@ def usable_now(
     return (
         effective_status(status, updated_at, deadline) == "unused" and valid_from <= now < valid_to
     )
-
-
-def counts_against_wallet(status: str, valid_to: datetime, now: datetime) -> bool:
-    """``unused_counts``'s condition for one coupon: unexpired, unused or held by an order."""
-    return status in ("unused", "locked") and valid_to > now
 
 
 def user_facts_from(

@@ -321,30 +321,8 @@ class PriceService:
         rows, templates and the user's coupons are read there; only template specs, whose
         pricing parts never change, may come from the cache."""
         now = self.clock.now()
-        if conn is not None:
-            day = shop_day(now, self.settings.shop.timezone)
-            cached = self.facts.get(shop_id, day)  # no load here: not on another connection
-            return await self._read(
-                conn,
-                shop_id,
-                user_id,
-                product_ids,
-                live_room_id,
-                now,
-                cached,
-                with_claimable,
-                fresh=True,
-            )
-        facts = await self._shop_facts(shop_id, now)
-        if user_id is None:
-            known = known_catalog(facts, product_ids, live_room_id)
-            if known is not None:  # an anonymous price with nothing to read
-                data = PricingData(products=known[0], live=known[1])
-                if with_claimable:
-                    self._add_claimable(data, facts, now, None)
-                return data
 
-        async def work(conn: AsyncConnection) -> PricingData:
+        async def read(conn: AsyncConnection, facts: ShopFacts | None, fresh: bool) -> PricingData:
             return await self._read(
                 conn,
                 shop_id,
@@ -354,10 +332,22 @@ class PriceService:
                 now,
                 facts,
                 with_claimable,
-                fresh=False,
+                fresh=fresh,
             )
 
-        return await self.db.read(work)
+        if conn is not None:
+            day = shop_day(now, self.settings.shop.timezone)
+            cached = self.facts.get(shop_id, day)  # no load here: not on another connection
+            return await read(conn, cached, True)
+        facts = await self._shop_facts(shop_id, now)
+        if user_id is None:
+            known = known_catalog(facts, product_ids, live_room_id)
+            if known is not None:  # an anonymous price with nothing to read
+                data = PricingData(products=known[0], live=known[1])
+                if with_claimable:
+                    self._add_claimable(data, facts, now, None)
+                return data
+        return await self.db.read(lambda conn: read(conn, facts, False))
 
     async def _read(
         self,

@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestClient
 from bff import idempotency
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
-from bff.gate.base import Gate, SoldOutCheck, UserFacts
+from bff.gate.base import ClaimFacts, Gate, SoldOutCheck
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
 from bff.idempotency import Reply, run_once
@@ -322,10 +322,10 @@ async def test_twins_refuse_only_with_facts_that_allow_it(gate):
     assert await begin(gate, "a") == "new"  # no facts: not refused
     await gate.idem_abort("idem:{s1:u1}:c:a")
     for facts, expected in [
-        (UserFacts(wallet=2, held={7: 1}, claim_keys={}), "refused"),
-        (UserFacts(wallet=3, held={}, claim_keys={}), "new"),  # wallet full
-        (UserFacts(wallet=0, held={7: 2}, claim_keys={}), "new"),  # at the limit
-        (UserFacts(wallet=0, held={}, claim_keys={"c:u1:r1": "h1"}), "new"),  # a retry
+        (ClaimFacts(wallet=2, held={7: 1}, claim_keys={}), "refused"),
+        (ClaimFacts(wallet=3, held={}, claim_keys={}), "new"),  # wallet full
+        (ClaimFacts(wallet=0, held={7: 2}, claim_keys={}), "new"),  # at the limit
+        (ClaimFacts(wallet=0, held={}, claim_keys={"c:u1:r1": "h1"}), "new"),  # a retry
     ]:
         await gate.put_facts("uf:{s1:u1}", facts, 60)
         await gate.idem_abort("idem:{s1:u1}:c:b")
@@ -334,7 +334,7 @@ async def test_twins_refuse_only_with_facts_that_allow_it(gate):
 
 
 async def test_twins_count_the_rate_limit_after_idempotency(gate):
-    await gate.put_facts("uf:{s1:u1}", UserFacts(0, {}, {}), 60)
+    await gate.put_facts("uf:{s1:u1}", ClaimFacts(0, {}, {}), 60)
     assert await begin(gate, "x", check=None, limit=3) == "new"
     assert await begin(gate, "x", check=None, limit=3) == "pending"  # a copy: not counted
     await gate.idem_finish("idem:{s1:u1}:c:x", "h1", b"{}", 60)

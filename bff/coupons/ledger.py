@@ -33,7 +33,7 @@ is refused SOLD_OUT inside the one gate call every claim makes anyway
 (idempotency and the user's rate limit, :meth:`Gate.claim_begin`), without
 touching the database, but only where DOMAIN.md's order lets stock decide:
 the user's facts in the gate (written by this ledger under the user's wallet
-lock, see :class:`bff.gate.base.UserFacts`) say the user is below the
+lock, see :class:`bff.gate.base.ClaimFacts`) say the user is below the
 per-user limit and the wallet cap and holds no coupon of this request. Every
 other claim on a sold-out template goes to a read batch: no template lock,
 the same decisions in the same order (a user at the limit still hears
@@ -78,7 +78,7 @@ from bff.coupons.wallet import counts_against_wallet
 from bff.db import tables
 from bff.db.engine import Database
 from bff.db.locks import lock_wallets
-from bff.gate.base import Gate, UserFacts, facts_key
+from bff.gate.base import ClaimFacts, Gate, facts_key
 
 log = logging.getLogger("bff.coupons.ledger")
 
@@ -618,7 +618,7 @@ class Ledger:
                 owned[row.user_id].append(row)
         return owned
 
-    async def _put_facts(self, facts: dict[str, UserFacts], shop_id: str) -> None:
+    async def _put_facts(self, facts: dict[str, ClaimFacts], shop_id: str) -> None:
         """Write each user's facts as this transaction leaves them (see the module doc).
 
         Called holding the users' wallet locks, before the commit. If the gate cannot
@@ -736,14 +736,14 @@ class Ledger:
 
 def _facts(
     owned: dict[str, list[Any]], rows: list[dict[str, Any]], now: datetime
-) -> dict[str, UserFacts]:
+) -> dict[str, ClaimFacts]:
     """Each user's facts once ``rows`` are inserted next to the coupons they ``owned``.
 
     ``wallet`` also counts used coupons still in their validity: a cancelled order can
     give them back (``return_on_cancel``) without taking the wallet lock, and the facts
     must stay above what a return can make the wallet.
     """
-    facts: dict[str, UserFacts] = {}
+    facts: dict[str, ClaimFacts] = {}
     for user, coupons in owned.items():
         mine = [
             (c.template_id, c.slot, c.status, c.valid_to, c.request_key, c.body_hash)
@@ -769,7 +769,7 @@ def _facts(
             if request_key.startswith("c:"):
                 keys[request_key] = digest
             wallet += status in ("unused", "locked", "used") and valid_to > now
-        facts[user] = UserFacts(wallet, held, keys)
+        facts[user] = ClaimFacts(wallet, held, keys)
     return facts
 
 

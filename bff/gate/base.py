@@ -2,7 +2,7 @@
 
 The gate answers fast what can be answered without the database: rate-limit
 windows, distinct-member counts (accounts per device), idempotency markers
-and replies, each user's claim facts (see :class:`UserFacts`), templates seen
+and replies, each user's claim facts (see :class:`ClaimFacts`), templates seen
 sold out, and price-change messages between processes. It is never the
 truth: every decision that issues or spends is made again by the database
 write, so a gate that lost its keys (restart, FLUSHDB) costs speed, never
@@ -49,7 +49,7 @@ class SoldOutCheck:
 
 
 @dataclass(frozen=True, slots=True)
-class UserFacts:
+class ClaimFacts:
     """What one user holds in one shop, as the ledger last wrote it under the user's lock.
 
     Upper bounds, never lower ones: ``wallet`` counts unused, locked and used coupons
@@ -138,7 +138,7 @@ class Gate(Protocol):
         """
         ...
 
-    async def put_facts(self, key: str, facts: UserFacts, ttl_seconds: int) -> None:
+    async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:
         """Replace a user's facts. Only the ledger calls it, holding the user's wallet lock."""
         ...
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bff.gate.base import IdemState, SoldOutCheck, UserFacts
+from bff.gate.base import ClaimFacts, IdemState, SoldOutCheck
 
 MAX_KEYS = 200_000
 
@@ -111,7 +111,7 @@ class MemoryGate:
         if rate is not None and not await self.hit(*rate):
             return IdemState("limited")
         if check is not None:
-            facts: UserFacts | None = self._get(check.facts_key)
+            facts: ClaimFacts | None = self._get(check.facts_key)
             if (
                 facts is not None
                 and check.request_key not in facts.claim_keys
@@ -122,7 +122,7 @@ class MemoryGate:
         self._put(key, ("pending", body_hash, None), pending_seconds)
         return IdemState("new")
 
-    async def put_facts(self, key: str, facts: UserFacts, ttl_seconds: int) -> None:
+    async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:
         self._put(key, facts, ttl_seconds)
 
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:

@@ -22,7 +22,7 @@ import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from bff.gate.base import IdemState, SoldOutCheck, UserFacts
+from bff.gate.base import ClaimFacts, IdemState, SoldOutCheck
 from config.loader import RedisSettings
 
 # Fixed-window counter: 1 within the limit, else 0. The window is in the key.
@@ -309,7 +309,7 @@ class RedisGate:
         reply = found[2] if found[2] else None
         return IdemState(found[0].decode(), found[1].decode() if found[1] else None, reply)
 
-    async def put_facts(self, key: str, facts: UserFacts, ttl_seconds: int) -> None:
+    async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:
         args: list[Any] = [ttl_seconds, "w", facts.wallet]
         for template_id, count in facts.held.items():
             args += [f"h:{template_id}", count]

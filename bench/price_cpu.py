@@ -1,6 +1,7 @@
-"""App CPU per request of the signed-in price reads, without the whole bench.
+"""App CPU per request of the signed-in price reads and the claim, without the whole bench.
 
     python bench/price_cpu.py [--requests 2000] [--concurrency 8] [--holders 200]
+                              [--redis-url redis://127.0.0.1:6379/12] [--only claim]
 
 Starts ``run.py`` (one worker) on the shared MariaDB (its own database,
 ``bff_price_cpu``, dropped and created) with the in-process gate (the price
@@ -9,7 +10,10 @@ seed's request ids are fixed and a used db replays the grants instead of
 issuing them), seeds the bench's shop through the admin API (``bench/seed.py``:
 20 held coupons per holder, 10 claimable templates) and checks a holder's
 wallet, then sends each route's requests with a fixed concurrency and reads
-the server process's CPU time from /proc before and after.
+the server process's CPU time from /proc before and after. Claims (a new user
+and request id each, ``--claim-concurrency`` in flight so that they batch as
+under load) should be measured with ``--redis-url``: the in-process gate saves
+the round trips the claim makes in production.
 Only the server's CPU is counted, so the client sharing the machine does not
 inflate the figure (it does compete for the cores: compare runs made together).
 """
@@ -25,7 +29,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("BFF_BENCH_WORK", "/tmp/bff-price-cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,10 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import pymysql
 
-from bench.seed import HELD_TEMPLATES, SHOP, Minter, product_id, seed_shop
+from bench.seed import HELD_TEMPLATES, SHOP, Minter, create_template, product_id, seed_shop
 from bench.services import SECRET, WORK, Server
 
 TICKS = os.sysconf("SC_CLK_TCK")
+WARM = 200  # requests before the measured ones
 
 
 def cpu_seconds(pid: int) -> float:
@@ -58,7 +65,7 @@ async def drive(
     base: str,
     method: str,
     path: str,
-    body: str | None,
+    body: str | Callable[[int], str] | None,
     tokens: list[str],
     requests: int,
     concurrency: int,
@@ -74,7 +81,8 @@ async def drive(
             headers = {"Content-Type": "application/json"}
             if tokens:
                 headers["Authorization"] = "Bearer " + tokens[n % len(tokens)]
-            async with session.request(method, base + path, data=body, headers=headers) as reply:
+            data = body(n) if callable(body) else body
+            async with session.request(method, base + path, data=data, headers=headers) as reply:
                 await reply.read()
                 statuses[reply.status] = statuses.get(reply.status, 0) + 1
 
@@ -82,11 +90,13 @@ async def drive(
             while (n := next(counter)) < limit:
                 await one(n)
 
-        await asyncio.gather(*(worker(min(200, requests)) for _ in range(concurrency)))  # warm
-        counter = itertools.count()
+        warm = min(WARM, requests)
+        await asyncio.gather(*(worker(warm) for _ in range(concurrency)))
+        # Go on numbering after the warm-up: a request's number picks its token and body.
+        counter = itertools.count(warm)
         statuses.clear()
         started_cpu, started = cpu_seconds(pid), time.monotonic()
-        await asyncio.gather(*(worker(requests) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(warm + requests) for _ in range(concurrency)))
         wall = time.monotonic() - started
         used = cpu_seconds(pid) - started_cpu
     return used * 1000 / requests, wall, statuses
@@ -108,6 +118,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--claim-concurrency", type=int, default=64)
     parser.add_argument("--holders", type=int, default=200)
     parser.add_argument("--mysql", default="127.0.0.1:3306")
     parser.add_argument("--database", default="bff_price_cpu")
@@ -136,8 +147,24 @@ async def main() -> None:
         cart = json.dumps(
             {"items": [{"product_id": product_id(n), "quantity": n} for n in (1, 2, 4)]}
         )
-        routes = {
+        # Claims: every request a new user and its own request id, as the bench's claim row.
+        async with aiohttp.ClientSession() as session:
+            flash = await create_template(
+                session,
+                shop,
+                100,
+                name="flash claim",
+                scope={"type": "products", "product_ids": [product_id(50)]},
+            )
+        claimers = minter.many([f"c-{n:06d}" for n in range(args.requests + WARM)])
+        run = int(time.time())
+
+        def claim_body(n: int) -> str:
+            return json.dumps({"template_id": flash, "request_id": f"cpu-{run}-{n}"})
+
+        routes: dict[str, tuple[str, str, Any, list[str]]] = {
             "ping": ("GET", "/api/v1/ping", None, []),
+            "claim": ("POST", f"{shop_path}/coupons/claim", claim_body, claimers),
             "product_anon": ("GET", f"{shop_path}/products/{product_id(1)}", None, []),
             "product_user": ("GET", f"{shop_path}/products/{product_id(1)}", None, holders),
             "checkout": ("POST", f"{shop_path}/checkout/preview", cart, holders),
@@ -153,8 +180,9 @@ async def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
+            concurrency = args.claim_concurrency if name == "claim" else args.concurrency
             ms, wall, statuses = await drive(
-                server.base, method, path, body, tokens, args.requests, args.concurrency, pid
+                server.base, method, path, body, tokens, args.requests, concurrency, pid
             )
             if spy is not None:
                 spy.send_signal(signal.SIGINT)

@@ -39,7 +39,7 @@ import aiohttp
 
 from bench import drills
 from bench.scenario import RID, Scenario, WrkResult, ensure_wrk, run_wrk
-from bench.seed import ROOM, SHOP, Minter, Shop, create_template, product_id, seed_shop
+from bench.seed import CLAIM_SCOPE, ROOM, SHOP, Minter, Shop, create_template, product_id, seed_shop
 from bench.services import (
     ROOT,
     SECRET,
@@ -379,9 +379,7 @@ async def _run_routes(
         workers, base, port, "ping", "B: GET /api/v1/ping", Scenario("ping", "GET", "/api/v1/ping")
     )
 
-    # The flash templates are scoped to a product no price route asks for, so the signed-in
-    # price runs still see exactly 20 held and 10 claimable coupons.
-    aside = {"scope": {"type": "products", "product_ids": [product_id(50)]}}
+    aside = {"scope": CLAIM_SCOPE}
     async with aiohttp.ClientSession() as session:
         claim_tpl = await create_template(session, shop, 100, name="flash claim", **aside)
         claim_tpl_lg = await create_template(session, shop, 200, name="flash claim 2", **aside)

@@ -42,6 +42,11 @@ def product_id(n: int) -> str:
     return f"p-{n:04d}"
 
 
+# Claim templates are scoped to a product no price route asks for, so the signed-in price
+# runs still see exactly 20 held and 10 claimable coupons.
+CLAIM_SCOPE = {"type": "products", "product_ids": [product_id(50)]}
+
+
 # --- tokens ----------------------------------------------------------------------------------
 class Minter:
     """User tokens as the app's TokenCodec makes them, fast enough for 100,000s of users.

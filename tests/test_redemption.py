@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from bff.keys import REDEMPTIONS
 from bff.redemption.locks import effective_status, outcome_on_release
 from config.loader import ConfigError, load_settings
 from tests.conftest import REDIS_URL, expect, iso
@@ -238,6 +239,37 @@ async def test_copies_in_two_processes_without_a_shared_gate_lock_once(
     assert sum(1 for b in bodies if not b.get("replayed")) == 1, bodies
     assert len({b["locked_at"] for b in bodies}) == 1, bodies
     assert (await coupon_in_wallet(client, user, held["coupon_id"]))["status"] == "locked"
+
+
+async def test_a_copy_pricing_after_the_first_committed_is_answered_as_a_replay(
+    backend, held, service, aiohttp_client, make_app, settings, user, monkeypatch
+):
+    """The copy's replay check ran before the first copy committed, its pricing after.
+
+    Under READ COMMITTED that pricing sees the coupon locked, by this same order:
+    the copy must answer the stored reply, not refuse its own coupon.
+    """
+    if backend != "mariadb":
+        pytest.skip("the embedded database runs one writing transaction at a time")
+    alone = settings.replace(redis=dataclasses.replace(settings.redis, url=""))
+    first = await aiohttp_client(make_app(settings=alone))
+    second = await aiohttp_client(make_app(settings=alone))
+    order = ("o1", "u7", items(("p1", 1)), [held["coupon_id"]])
+    prices = second.server.app[REDEMPTIONS].prices
+    order_quote = prices.order_quote
+    committed: list[dict[str, Any]] = []
+
+    async def after_the_first_commits(*args: Any, **kwargs: Any) -> Any:
+        if not committed:
+            committed.append(await redeem_ok(first, service, *order))
+        return await order_quote(*args, **kwargs)
+
+    monkeypatch.setattr(prices, "order_quote", after_the_first_commits)
+    copy = await expect(await redeem(second, service, *order), HTTPStatus.CREATED)
+    assert copy.pop("replayed") is True and copy == committed[0], copy
+    assert (await coupon_in_wallet(second, user, held["coupon_id"]))["status"] == "locked"
+    other = ("o2", "u7", items(("p1", 1)), [held["coupon_id"]])
+    await refused(await redeem(second, service, *other), held["coupon_id"], "locked")
 
 
 async def test_a_refused_order_can_be_retried_under_its_order_id(

@@ -20,8 +20,10 @@ transaction rolls back (order row included) and the first coupon that failed
 is named with its reason. So one coupon can never be held by two orders,
 whatever the concurrency, on either database. The order row goes in before
 the coupons so that a copy of the same order (another process, the gate's
-keys lost) waits on that key and is then answered as a replay, rather than
-seeing its own coupons locked.
+keys lost) waits on that key and is then answered as a replay. A copy that
+prices only after the first one committed sees its own coupons locked
+(READ COMMITTED); a refusal is therefore checked against a stored order under
+the same id before it is answered.
 
 Idempotent by order id: the gate elects one runner per order id (copies wait
 for its reply), and the stored reply answers any retry later; another body
@@ -126,9 +128,13 @@ class RedemptionService:
         async def work() -> Reply:
             try:
                 return await self.db.transaction(locked)
-            except sqlalchemy.exc.IntegrityError:
-                # A copy of this order committed first in another process (the gate had
-                # lost its keys): answer as a replay of what it stored.
+            except (sqlalchemy.exc.IntegrityError, ApiError) as error:
+                # A copy of this order, in another process (the gate had lost its keys),
+                # committed first: this one then hit the order row's key, or, pricing after
+                # that commit (READ COMMITTED), found its own coupons locked. Either way
+                # answer as a replay of what the copy stored.
+                if isinstance(error, ApiError) and error.code != "COUPON_NOT_USABLE":
+                    raise
                 reply = await self.db.read(replayed)
                 if reply is None:
                     raise

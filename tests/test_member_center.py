@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from bff.keys import PACKS
 from tests.conftest import REDIS_URL, expect, iso
 from tests.helpers import (
     claim,
@@ -1633,6 +1634,43 @@ async def test_twenty_copies_of_one_claim_grant_one_pack(
         assert (await get_template(client, merchant, template_id))["issued"] == 1
     stored = await get_pack(client, merchant, pack["id"])
     assert (stored["claimed"], stored["gift"]["given"]) == (1, 1)
+
+
+async def test_a_copy_that_finds_the_pack_claimed_by_itself_answers_the_replay(
+    client: TestClient,
+    clock: Any,
+    merchant: dict[str, str],
+    auth: Auth,
+    make_template: Any,
+    aiohttp_client: Any,
+    make_app: Any,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes, no shared gate: the copy looked for a reply before the first committed."""
+    alone = settings.replace(redis=dataclasses.replace(settings.redis, url=""))
+    first = await aiohttp_client(make_app(settings=alone))
+    second = await aiohttp_client(make_app(settings=alone))
+    ids = await pack_templates(make_template, 100, 100)
+    pack = await create_pack(client, merchant, pack_body(clock, ids))
+    user = auth(sub="u1")
+    await joined(client, user)
+    request_id = new_request_id()
+    packs = second.server.app[PACKS]
+    replay = packs._replay
+    committed: list[dict[str, Any]] = []
+
+    async def then_the_first_commits(*args: Any) -> Any:
+        found = await replay(*args)
+        if not committed:
+            committed.append(await claim_pack_ok(first, user, pack["id"], request_id=request_id))
+        return found
+
+    monkeypatch.setattr(packs, "_replay", then_the_first_commits)
+    copy = await claim_pack_ok(second, user, pack["id"], request_id=request_id)
+    assert copy == {**committed[0], "replayed": True}
+    assert len(await wallet(client, user)) == 2
+    await refused_pack(second, user, pack["id"], HTTPStatus.CONFLICT, "ALREADY_CLAIMED")
 
 
 async def test_concurrent_claims_with_different_request_ids_grant_one_pack(

@@ -419,14 +419,19 @@ class PackService:
                 issued = await self.db.transaction(
                     lambda conn: self._grant(conn, shop_id, user_id, pack_id, request_id, digest)
                 )
-            except _Refused as refused:
-                raise refused.refusal.error() from None
-            except sqlalchemy.exc.IntegrityError:
-                # A copy that ran after the gate lost its keys committed first.
-                replay = await self._replay(shop_id, user_id, request_id, digest)
-                if replay is not None:
-                    return replay
-                raise refuse("ALREADY_CLAIMED", reason="gift_pack").error() from None
+            except (_Refused, sqlalchemy.exc.IntegrityError) as error:
+                refusal = (
+                    error.refusal
+                    if isinstance(error, _Refused)
+                    else refuse("ALREADY_CLAIMED", reason="gift_pack")
+                )
+                if refusal.code == "ALREADY_CLAIMED":
+                    # A copy that ran after the gate lost its keys committed first: this
+                    # one hit the claim row's key, or found the pack claimed (by itself).
+                    replay = await self._replay(shop_id, user_id, request_id, digest)
+                    if replay is not None:
+                        return replay
+                raise refusal.error() from None
             return Reply(HTTPStatus.CREATED, self._claim_body(pack_id, pack, issued))
 
         key = f"idem:{{{shop_id}:{user_id}}}:k:{request_id}"

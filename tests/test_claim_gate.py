@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestClient
 from bff import idempotency
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
-from bff.gate.base import ClaimFacts, Gate, SoldOutCheck
+from bff.gate.base import ClaimFacts, FactsCheck, Gate
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
 from bff.idempotency import Reply, run_once
@@ -88,6 +88,33 @@ async def test_a_known_user_is_refused_sold_out_without_the_database(steady, clo
         for _ in range(5):
             assert await code_of(steady, newcomer, template["id"]) == "SOLD_OUT"
     assert later == [], later
+
+
+async def test_over_the_rate_limit_a_known_user_is_refused_without_the_database(
+    client_with, clock, merchant, auth
+):
+    client = await client_with(claim=STEADY, risk={"user_claims_per_minute": 2})
+    template = await create_template(
+        client, clock, merchant, stock={"type": "unlimited"}, per_user_limit=10
+    )
+    user = auth("user", sub="eager")
+    first = await expect(
+        await claim(client, user, template["id"], request_id="r-1"), HTTPStatus.CREATED
+    )
+    assert await code_of(client, user, template["id"]) == "201"  # the limit (2) reached
+    with statements(client) as seen:
+        for _ in range(5):
+            assert await code_of(client, user, template["id"]) == "RATE_LIMITED"
+    assert seen == [], seen
+    # A retry of the first claim whose reply the gate no longer holds is still replayed:
+    # the user's facts hold its coupon, so the database is asked.
+    await client.app[GATE].drop_marks(["idem:{s1:eager}:c:r-1"])
+    with statements(client) as seen:
+        again = await expect(
+            await claim(client, user, template["id"], request_id="r-1"), HTTPStatus.CREATED
+        )
+    assert seen, "a possible retry is looked for in the database"
+    assert again["replayed"] is True and again["coupon"] == first["coupon"]
 
 
 async def test_daily_sold_out_is_answered_fast_and_ends_with_the_shop_day(
@@ -307,11 +334,11 @@ async def gate(request: pytest.FixtureRequest) -> Any:
         await twin.close()
 
 
-CHECK = SoldOutCheck("uf:{s1:u1}", "c:u1:r1", 7, per_user_limit=2, wallet_cap=3)
+CHECK = FactsCheck("uf:{s1:u1}", "c:u1:r1", 7, per_user_limit=2, wallet_cap=3)
 
 
 async def begin(
-    gate: Gate, request: str = "r1", check: SoldOutCheck | None = CHECK, limit: int = 100
+    gate: Gate, request: str = "r1", check: FactsCheck | None = CHECK, limit: int = 100
 ) -> str:
     rate = ("rl:{s1:u1}:claims:0", limit, 60)
     state = await gate.claim_begin(f"idem:{{s1:u1}}:c:{request}", "h1", 30, rate, check)
@@ -341,11 +368,29 @@ async def test_twins_count_the_rate_limit_after_idempotency(gate):
     assert await begin(gate, "x", check=None, limit=3) == "done"
     assert await begin(gate, "y", limit=3) == "refused"
     assert await begin(gate, "z", limit=3) == "refused"
-    assert await begin(gate, "w", limit=3) == "limited"  # the fourth counted claim of three
+    # the fourth counted claim of three, and the facts hold no coupon under its key
+    assert await begin(gate, "w", limit=3) == "limited_new"
     assert await gate.read_marks(["so:{tpl:7}", "ds:{tpl:7}:d"]) == [None, None]
     await gate.mark("so:{tpl:7}", "10", 60)
     assert await gate.read_marks(["so:{tpl:7}", "ds:{tpl:7}:d"]) == ["10", None]
     assert await begin(gate, "v", check=None, limit=3) == "limited"
+
+
+async def test_twins_tell_a_new_claim_over_the_limit_from_a_possible_retry(gate):
+    fresh = dataclasses.replace(CHECK, sold_out=False)
+    assert await begin(gate, "a", check=fresh, limit=1) == "new"
+    assert await begin(gate, "b", check=fresh, limit=1) == "limited"  # no facts: maybe a retry
+    await gate.put_facts("uf:{s1:u1}", ClaimFacts(1, {7: 1}, {"c:u1:r1": "h1"}), 60)
+    other = dataclasses.replace(fresh, request_key="c:u1:c")
+    assert await begin(gate, "c", check=other, limit=1) == "limited_new"
+    assert await begin(gate, "r1", check=fresh, limit=1) == "limited"  # its coupon is there
+    assert await begin(gate, "d", check=None, limit=1) == "limited"  # no facts asked for
+
+
+async def test_twins_refuse_sold_out_only_when_asked(gate):
+    await gate.put_facts("uf:{s1:u1}", ClaimFacts(0, {}, {}), 60)
+    assert await begin(gate, "a", check=dataclasses.replace(CHECK, sold_out=False)) == "new"
+    assert await begin(gate, "b") == "refused"
 
 
 # --- pending markers: renewed while their work runs, lapsing soon after a runner died -----

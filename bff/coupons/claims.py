@@ -41,7 +41,7 @@ from bff.coupons.wallet import CouponSchema, WalletService
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import ApiError
-from bff.gate.base import Gate, IdemState, SoldOutCheck, facts_key, window_key
+from bff.gate.base import FactsCheck, Gate, IdemState, facts_key, window_key
 from bff.idempotency import Begin, Reply, body_hash, run_once
 from bff.members import fetch_member
 from config.loader import Settings
@@ -189,7 +189,7 @@ class ClaimService:
         check refuses: the general path then decides (and replays a claim that
         succeeded before the check changed). Otherwise the rate limit is counted in
         the same call, and a known sold-out template refused there when the user's
-        facts allow (see :class:`SoldOutCheck`).
+        facts allow (see :class:`FactsCheck`).
         """
         spec = template.spec
         if needs_membership(spec) or spec.get("risk_check"):
@@ -204,15 +204,14 @@ class ClaimService:
             key, retry_after = window_key(self._rate_prefix(context), now, 60)
             rate = (key, limit, 60)
         code = await self.ledger.out_of_stock(template, shop_day(now, self.settings.shop.timezone))
-        check = None
-        if code is not None:
-            check = SoldOutCheck(
-                facts_key(context.shop_id, context.user_id),
-                request_key,
-                template.id,
-                template.per_user_limit,
-                self.settings.wallet.max_unused_per_shop,
-            )
+        check = FactsCheck(
+            facts_key(context.shop_id, context.user_id),
+            request_key,
+            template.id,
+            template.per_user_limit,
+            self.settings.wallet.max_unused_per_shop,
+            sold_out=code is not None,
+        )
 
         async def begin(key: str, body: str, pending_seconds: int) -> IdemState:
             return await self.gate.claim_begin(key, body, pending_seconds, rate, check)
@@ -220,8 +219,11 @@ class ClaimService:
         async def decided(state: IdemState) -> Reply:
             if state.state == "refused":
                 raise refuse(code or "SOLD_OUT").error()
-            # Rate limited: a retry of a claim that succeeded is still replayed.
-            replay = await self._replay(context, request_key, digest)
+            # Rate limited: a retry of a claim that succeeded is still replayed. The
+            # user's facts may already tell it is no retry; else the database does.
+            replay = None
+            if state.state != "limited_new":
+                replay = await self._replay(context, request_key, digest)
             if replay is None:
                 raise refuse("RATE_LIMITED").error({"Retry-After": str(retry_after)})
             return replay

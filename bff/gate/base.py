@@ -31,14 +31,20 @@ class IdemState:
 
 
 @dataclass(frozen=True, slots=True)
-class SoldOutCheck:
-    """Asks :meth:`Gate.claim_begin` to refuse a claim on a template this process saw sold out.
+class FactsCheck:
+    """What :meth:`Gate.claim_begin` may decide from the user's facts, without the database.
 
-    The refusal stands only where DOMAIN.md's order lets stock decide: the user's
-    facts are known, say the user is below ``per_user_limit`` for the template and
-    below ``wallet_cap``, and hold no coupon under ``request_key`` (a retry of a
-    claim that succeeded is replayed, never refused). Otherwise the claim goes on
-    to the ledger, which decides with the database.
+    ``sold_out`` (the process saw the template sold out): refuse the claim, but
+    only where DOMAIN.md's order lets stock decide: the user's facts are known,
+    say the user is below ``per_user_limit`` for the template and below
+    ``wallet_cap``, and hold no coupon under ``request_key`` (a retry of a claim
+    that succeeded is replayed, never refused). Otherwise the claim goes on to
+    the ledger, which decides with the database.
+
+    Over the rate limit: when the facts are known and hold no coupon under
+    ``request_key``, the claim is new (``limited_new``) and is refused at once;
+    otherwise (``limited``) it may be a retry of a claim that succeeded, which the
+    caller looks for in the database.
     """
 
     facts_key: str
@@ -46,6 +52,7 @@ class SoldOutCheck:
     template_id: int
     per_user_limit: int
     wallet_cap: int
+    sold_out: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +133,16 @@ class Gate(Protocol):
         body_hash: str,
         pending_seconds: int,
         rate: tuple[str, int, int] | None,
-        check: SoldOutCheck | None,
+        check: FactsCheck | None,
     ) -> IdemState:
         """``idem_begin`` for a claim, the user's rate limit and the sold-out refusal in one call.
 
         In this order: a known request id answers as ``idem_begin`` does; then
-        ``rate`` (key, limit, window seconds) counts one claim, ``limited`` when over;
-        then ``check`` may answer ``refused`` (see :class:`SoldOutCheck`). Neither
-        ``limited`` nor ``refused`` leaves a pending marker. ``rate`` and ``check``
-        keys share ``key``'s hash tag (the user's).
+        ``rate`` (key, limit, window seconds) counts one claim, ``limited`` when over
+        (``limited_new`` when ``check``'s facts show the claim is not a retry); then
+        ``check`` may answer ``refused`` (see :class:`FactsCheck`). None of
+        ``limited``, ``limited_new`` and ``refused`` leaves a pending marker.
+        ``rate`` and ``check`` keys share ``key``'s hash tag (the user's).
         """
         ...
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bff.gate.base import ClaimFacts, IdemState, SoldOutCheck
+from bff.gate.base import ClaimFacts, FactsCheck, IdemState
 
 MAX_KEYS = 200_000
 
@@ -103,15 +103,21 @@ class MemoryGate:
         body_hash: str,
         pending_seconds: int,
         rate: tuple[str, int, int] | None,
-        check: SoldOutCheck | None,
+        check: FactsCheck | None,
     ) -> IdemState:
         entry = self._get(key)
         if entry is not None:
             return IdemState(*entry)
+        facts: ClaimFacts | None = None if check is None else self._get(check.facts_key)
         if rate is not None and not await self.hit(*rate):
+            if (
+                check is not None
+                and facts is not None
+                and check.request_key not in facts.claim_keys
+            ):
+                return IdemState("limited_new")
             return IdemState("limited")
-        if check is not None:
-            facts: ClaimFacts | None = self._get(check.facts_key)
+        if check is not None and check.sold_out:
             if (
                 facts is not None
                 and check.request_key not in facts.claim_keys

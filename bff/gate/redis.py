@@ -22,7 +22,7 @@ import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from bff.gate.base import ClaimFacts, IdemState, SoldOutCheck
+from bff.gate.base import ClaimFacts, FactsCheck, IdemState
 from config.loader import RedisSettings
 
 # Fixed-window counter: 1 within the limit, else 0. The window is in the key.
@@ -70,8 +70,8 @@ return 1
 
 # idem_begin, then the user's rate limit, then the sold-out refusal (see Gate.claim_begin).
 # KEYS: idempotency hash, rate counter, the user's facts (unused ones repeat KEYS[1]).
-# ARGV: hash, pending s, rate limit (0: none), window s, check (1/0), request key,
-# template id, per-user limit, wallet cap.
+# ARGV: hash, pending s, rate limit (0: none), window s, sold-out check (1/0), request
+# key ('' without a check), template id, per-user limit, wallet cap.
 CLAIM_BEGIN = """
 local found = redis.call('HMGET', KEYS[1], 's', 'h', 'r')
 if found[1] then return {found[1], found[2], found[3] or false} end
@@ -79,7 +79,13 @@ local limit = tonumber(ARGV[3])
 if limit > 0 then
   local n = redis.call('INCR', KEYS[2])
   if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-  if n > limit then return {'limited'} end
+  if n > limit then
+    if ARGV[6] ~= '' then
+      local g = redis.call('HMGET', KEYS[3], 'w', 'r:' .. ARGV[6])
+      if g[1] and not g[2] then return {'limited_new'} end
+    end
+    return {'limited'}
+  end
 end
 if ARGV[5] == '1' then
   local f = redis.call('HMGET', KEYS[3], 'w', 'h:' .. ARGV[7], 'r:' .. ARGV[6])
@@ -293,7 +299,7 @@ class RedisGate:
         body_hash: str,
         pending_seconds: int,
         rate: tuple[str, int, int] | None,
-        check: SoldOutCheck | None,
+        check: FactsCheck | None,
     ) -> IdemState:
         rate_key, limit, window = rate if rate is not None else (key, 0, 0)
         facts_key = check.facts_key if check is not None else key
@@ -301,10 +307,10 @@ class RedisGate:
         if check is None:
             args += [0, "", 0, 0, 0]
         else:
-            args += [1, check.request_key, check.template_id]
+            args += [1 if check.sold_out else 0, check.request_key, check.template_id]
             args += [check.per_user_limit, check.wallet_cap]
         found: list[Any] = await self._batch.call(_CLAIM_BEGIN, [key, rate_key, facts_key], args)
-        if found[0] in (b"new", b"limited", b"refused"):
+        if found[0] in (b"new", b"limited", b"limited_new", b"refused"):
             return IdemState(found[0].decode())
         reply = found[2] if found[2] else None
         return IdemState(found[0].decode(), found[1].decode() if found[1] else None, reply)

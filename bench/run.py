@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -123,6 +124,33 @@ class Bench:
         # Processes whose CPU share is recorded during each wrk run: name -> pids.
         self.watch: dict[str, list[int]] = {}
         self.last_cpu: dict[str, float] = {}
+        # Runs from this token file get users no earlier run (at this worker count) had:
+        # a claimer who claimed before has facts in the gate, and is no longer new.
+        self.fresh_file: str | None = None
+        self.fresh_next = 0
+        self.fresh_total = 0
+
+    def fresh_users(self, token_file: Path, total: int) -> None:
+        """From now on runs with ``token_file`` take its tokens in turn, from the first."""
+        self.fresh_file, self.fresh_next, self.fresh_total = str(token_file), 0, total
+
+    def _fresh(self, scenario: Scenario) -> bool:
+        return scenario.token_file is not None and scenario.token_file == self.fresh_file
+
+    def _take(self, scenario: Scenario) -> Scenario:
+        if not self._fresh(scenario):
+            return scenario
+        return dataclasses.replace(scenario, token_offset=self.fresh_next)
+
+    def _taken(self, scenario: Scenario, sent: int) -> None:
+        if not self._fresh(scenario):
+            return
+        self.fresh_next += sent
+        if self.fresh_next > self.fresh_total:
+            log(
+                f"    note: {self.fresh_next:,} fresh users wanted, {self.fresh_total:,} minted: "
+                "users repeat from here on (a bigger Mode.claimers fixes it)"
+            )
 
     def wrk_run(self, base: str, scenario: Scenario) -> WrkResult:
         """wrk at full speed; meanwhile, how much CPU each process got (``self.last_cpu``)."""
@@ -130,6 +158,7 @@ class Bench:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         ticks = _machine_ticks()
         started = time.monotonic()
+        scenario = self._take(scenario)
         result = run_wrk(
             self.wrk,
             base,
@@ -149,6 +178,7 @@ class Bench:
             (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / elapsed, 2
         )
         self.last_cpu["machine"] = round(_machine_busy(ticks, _machine_ticks()), 2)
+        self._taken(scenario, result.sent)
         return result
 
     def loadgen(self, port: int, scenario: Scenario, max_rate: float) -> dict[str, Any]:
@@ -164,7 +194,10 @@ class Bench:
         """
         fraction, offset, tries, created = LOAD_SHARE, 0, [], 0
         for attempt in range(self.mode.load_tries):
-            result = self._loadgen_once(port, scenario, fraction * max_rate, offset, attempt)
+            scenario = self._take(scenario)
+            start = scenario.token_offset if self._fresh(scenario) else offset
+            result = self._loadgen_once(port, scenario, fraction * max_rate, start, attempt)
+            self._taken(scenario, result["sent"])
             created += int(result["statuses"].get("201", 0))
             tries.append(
                 {key: result[key] for key in ("rate", "queued", "sent", "p50_ms", "p99_ms")}
@@ -343,6 +376,7 @@ async def bench_workers(
     mode = bench.mode
     bench.db.reset()
     redis.command("FLUSHALL")
+    bench.fresh_users(claimers_file, mode.claimers)  # nobody has claimed yet
     server = Server(bench.db.url, redis.url, workers=workers)
     log(f"BFF with {workers} worker(s) on port {server.port}")
     await server.start()

@@ -2,8 +2,8 @@
 
 A scenario is a method, a path, an optional JSON body whose ``request_id`` is
 made unique per request (``<run tag><thread>-<n>``), and an optional file of
-user tokens: request ``n`` of a run carries token ``n`` (modulo the file), so
-with a file as long as the run every request has its own user.
+user tokens: request ``n`` of a run carries token ``token_offset + n`` (modulo
+the file), so with a file as long as the run every request has its own user.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Scenario:
     body: str | None = None  # JSON text; RID is replaced by a unique request id
     token_file: str | None = None
     tag: str = "r"  # request ids start with this, so runs never share one
+    token_offset: int = 0  # request n carries token offset + n (modulo the file)
 
     def body_parts(self) -> tuple[str, str] | None:
         if self.body is None or RID not in self.body:
@@ -70,6 +71,7 @@ local fixed_body = %(fixed_body)s
 local token_file = %(token_file)s
 local tag = %(tag)s
 local nthreads = %(threads)d
+local token_offset = %(token_offset)d
 
 local threads = {}
 local counter = 0
@@ -94,7 +96,7 @@ end
 function request()
   local headers = {}
   if #tokens > 0 then
-    local i = (n * nthreads + tid) %% #tokens + 1
+    local i = (token_offset + n * nthreads + tid) %% #tokens + 1
     headers["Authorization"] = "Bearer " .. tokens[i]
   end
   n = n + 1
@@ -148,6 +150,7 @@ def lua_script(scenario: Scenario, threads: int) -> str:
         "token_file": _lua_string(scenario.token_file or ""),
         "tag": _lua_string(scenario.tag),
         "threads": threads,
+        "token_offset": scenario.token_offset,
     }
 
 

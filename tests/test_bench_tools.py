@@ -4,6 +4,7 @@ profile summary and the naive claim it compares against (bench/, issue 8)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
@@ -110,6 +111,32 @@ async def test_wrk_script_gives_every_request_its_own_user_and_request_id(tmp_pa
     assert 0 < result.count(201) <= seen <= result.sent
     assert len(set(recorder.request_ids)) == seen
     assert seen < users and len(set(recorder.users)) == seen
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+async def test_wrk_script_starts_at_its_token_offset(tmp_path):
+    """A run with token_offset n takes users from token n on: none an earlier run had."""
+    recorder = Recorder()
+    users = 100_000
+    offset = 50_000
+    scenario = dataclasses.replace(_scenario(tmp_path, users), token_offset=offset)
+    async with TestServer(recorder.app()) as server:
+        await asyncio.to_thread(
+            run_wrk,
+            shutil.which("wrk") or "wrk",
+            f"http://127.0.0.1:{server.port}",
+            scenario,
+            1,
+            threads=2,
+            connections=4,
+            workdir=tmp_path,
+        )
+    numbers = sorted(int(user.rsplit("-", 1)[1]) for user in recorder.users)
+    # (wrk builds one request per thread before it connects, and never sends it)
+    assert numbers and offset <= numbers[0] < offset + 4 and numbers[-1] < users, numbers[:3]
+    assert len(set(numbers)) == len(numbers)
 
 
 def test_profile_summary_names_the_libraries_where_time_went():

@@ -1,4 +1,4 @@
-"""App CPU per request of the signed-in price reads and the claim, without the whole bench.
+"""App CPU per request of the signed-in price reads and the claims, without the whole bench.
 
     python bench/price_cpu.py [--requests 2000] [--concurrency 8] [--holders 200]
                               [--redis-url redis://127.0.0.1:6379/12] [--only claim]
@@ -13,7 +13,8 @@ wallet, then sends each route's requests with a fixed concurrency and reads
 the server process's CPU time from /proc before and after. Claims (a new user
 and request id each, ``--claim-concurrency`` in flight so that they batch as
 under load) should be measured with ``--redis-url``: the in-process gate saves
-the round trips the claim makes in production.
+the round trips the claim makes in production. ``sold_out`` is the same claim
+on a template whose one coupon the warm-up took: every request a new user.
 Only the server's CPU is counted, so the client sharing the machine does not
 inflate the figure (it does compete for the cores: compare runs made together).
 """
@@ -163,20 +164,32 @@ async def main() -> None:
             "checkout": ("POST", f"{shop_path}/checkout/preview", cart, holders),
         }
         only = [name for name in args.only.split(",") if name] or list(routes)
-        if "claim" in only:
-            # Every request a new user and its own request id, as the bench's claim row.
+        run = int(time.time())
+        for name in ("claim", "sold_out"):
+            if name not in only:
+                continue
+            # Every request a new user and its own request id, as the bench's rows.
             async with aiohttp.ClientSession() as session:
-                flash = await create_template(
-                    session, shop, 100, name="flash claim", scope=CLAIM_SCOPE
-                )
-            claimers = minter.many([f"c-{n:06d}" for n in range(args.requests + WARM)])
-            run = int(time.time())
+                if name == "claim":
+                    target = await create_template(
+                        session, shop, 100, name="flash claim", scope=CLAIM_SCOPE
+                    )
+                else:  # stock 1, taken by the first request of the warm-up
+                    target = await create_template(
+                        session,
+                        shop,
+                        300,
+                        name="sold out",
+                        scope=CLAIM_SCOPE,
+                        stock={"type": "limited", "total": 1},
+                    )
+            users = minter.many([f"{name}-{n:06d}" for n in range(args.requests + WARM)])
 
-            def claim_body(n: int) -> str:
-                return json.dumps({"template_id": flash, "request_id": f"cpu-{run}-{n}"})
+            def body_of(n: int, template_id: int = target, prefix: str = name) -> str:
+                return json.dumps({"template_id": template_id, "request_id": f"{prefix}-{run}-{n}"})
 
             method, path, _, _ = routes["claim"]
-            routes["claim"] = (method, path, claim_body, claimers)
+            routes[name] = (method, path, body_of, users)
         for name in only:
             method, path, body, tokens = routes[name]
             spy = None
@@ -187,7 +200,8 @@ async def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            concurrency = args.claim_concurrency if name == "claim" else args.concurrency
+            claims = ("claim", "sold_out")
+            concurrency = args.claim_concurrency if name in claims else args.concurrency
             ms, wall, statuses = await drive(
                 server.base, method, path, body, tokens, args.requests, concurrency, pid
             )

@@ -134,7 +134,7 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         gate = RedisGate.from_settings(settings.redis)
         where = redact_url(settings.redis.url)
     else:
-        gate = MemoryGate()
+        gate = MemoryGate(only_process=settings.server.workers == 1)
         where = "in-process"
     try:
         await gate.ping()

@@ -117,6 +117,33 @@ async def test_over_the_rate_limit_a_known_user_is_refused_without_the_database(
     assert again["replayed"] is True and again["coupon"] == first["coupon"]
 
 
+async def test_workers_with_gates_of_their_own_replay_each_others_claims(
+    aiohttp_client, make_app, settings, clock, merchant, auth
+):
+    """BFF_WORKERS=2 without Redis: a worker's facts miss the other worker's claims."""
+    workers = settings.replace(
+        redis=dataclasses.replace(settings.redis, url=""),
+        server=dataclasses.replace(settings.server, workers=2),
+        risk=dataclasses.replace(settings.risk, user_claims_per_minute=1),
+    )
+    first = await aiohttp_client(make_app(settings=workers))
+    second = await aiohttp_client(make_app(settings=workers))
+    template = await create_template(
+        first, clock, merchant, stock={"type": "unlimited"}, per_user_limit=10
+    )
+    user = auth("user", sub="roamer")
+    await claim_ok(second, user, template["id"])  # the second worker's facts: this coupon
+    done = await expect(
+        await claim(first, user, template["id"], request_id="r-1"), HTTPStatus.CREATED
+    )
+    # A retry of r-1 reaches the second worker, over its limit: replayed, not refused.
+    again = await expect(
+        await claim(second, user, template["id"], request_id="r-1"), HTTPStatus.CREATED
+    )
+    assert again["replayed"] is True and again["coupon"] == done["coupon"]
+    assert await code_of(second, user, template["id"]) == "RATE_LIMITED"
+
+
 async def test_daily_sold_out_is_answered_fast_and_ends_with_the_shop_day(
     steady, clock, merchant, auth
 ):

@@ -42,9 +42,12 @@ class FactsCheck:
     the ledger, which decides with the database.
 
     Over the rate limit: when the facts are known and hold no coupon under
-    ``request_key``, the claim is new (``limited_new``) and is refused at once;
-    otherwise (``limited``) it may be a retry of a claim that succeeded, which the
-    caller looks for in the database.
+    ``request_key``, the claim is no retry of one that succeeded (``limited_new``)
+    and is refused at once; otherwise (``limited``) it may be, and the caller looks
+    for it in the database.
+
+    Facts decide only in a gate every process shares (Redis, or the in-process
+    gate of a single process): another process's gate would miss this one's claims.
     """
 
     facts_key: str

@@ -1,7 +1,9 @@
-"""The in-process gate: the embedded default's twin of the Redis gate (one process only).
+"""The in-process gate: the embedded default's twin of the Redis gate.
 
 Same semantics as :mod:`bff.gate.redis`, on dicts with monotonic expiry. Each
 method runs without an ``await`` inside, so it is atomic on the event loop.
+With several worker processes (``BFF_WORKERS`` and no Redis) each has its own:
+copies and limits are then per process, and the database decides the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ MAX_KEYS = 200_000
 class MemoryGate:
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, only_process: bool = True) -> None:
+        # With several worker processes each has its own gate, holding the facts only its
+        # own batches wrote: another worker's claim is missing from them, so they must not
+        # decide a claim (a retry of that claim would be refused, not replayed).
+        self.only_process = only_process
         self._data: dict[str, tuple[float, Any]] = {}
         self._listeners: dict[str, list[Callable[[str], None]]] = {}
 
@@ -108,6 +114,8 @@ class MemoryGate:
         entry = self._get(key)
         if entry is not None:
             return IdemState(*entry)
+        if not self.only_process:
+            check = None
         facts: ClaimFacts | None = None if check is None else self._get(check.facts_key)
         if rate is not None and not await self.hit(*rate):
             if (

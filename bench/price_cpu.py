@@ -15,6 +15,8 @@ and request id each, ``--claim-concurrency`` in flight so that they batch as
 under load) should be measured with ``--redis-url``: the in-process gate saves
 the round trips the claim makes in production. ``sold_out`` is the same claim
 on a template whose one coupon the warm-up took: every request a new user.
+``rate_limited``: one holder claiming far over the per-minute limit (the
+warm-up's 200 requests use up the 60 a minute; every measured one is a 429).
 Only the server's CPU is counted, so the client sharing the machine does not
 inflate the figure (it does compete for the cores: compare runs made together).
 """
@@ -144,7 +146,9 @@ async def main() -> None:
     host, port = args.mysql.split(":")
     reset_database(host, int(port), args.database)
     WORK.mkdir(parents=True, exist_ok=True)
-    server = Server(f"mysql+aiomysql://root@{args.mysql}/{args.database}", args.redis_url)
+    server = Server(
+        f"mysql+aiomysql://root@{args.mysql}/{args.database}", args.redis_url, bench_config=False
+    )
     await server.start()
     try:
         minter = Minter(SECRET)
@@ -158,21 +162,25 @@ async def main() -> None:
         )
         routes: dict[str, tuple[str, str, Any, list[str]]] = {
             "ping": ("GET", "/api/v1/ping", None, []),
-            "claim": ("POST", f"{shop_path}/coupons/claim", None, []),  # body, tokens: below
+            # Claims: body and tokens are set below, only for the routes that run.
+            "claim": ("POST", f"{shop_path}/coupons/claim", None, []),
+            "sold_out": ("POST", f"{shop_path}/coupons/claim", None, []),
+            "rate_limited": ("POST", f"{shop_path}/coupons/claim", None, []),
             "product_anon": ("GET", f"{shop_path}/products/{product_id(1)}", None, []),
             "product_user": ("GET", f"{shop_path}/products/{product_id(1)}", None, holders),
             "checkout": ("POST", f"{shop_path}/checkout/preview", cart, holders),
         }
         only = [name for name in args.only.split(",") if name] or list(routes)
         run = int(time.time())
-        for name in ("claim", "sold_out"):
+        for name in ("claim", "sold_out", "rate_limited"):
             if name not in only:
                 continue
-            # Every request a new user and its own request id, as the bench's rows.
+            # Every request its own request id; a new user each, as the bench's rows, except
+            # rate_limited: one holder (whose facts the gate has) far over 60 claims a minute.
             async with aiohttp.ClientSession() as session:
-                if name == "claim":
+                if name in ("claim", "rate_limited"):
                     target = await create_template(
-                        session, shop, 100, name="flash claim", scope=CLAIM_SCOPE
+                        session, shop, 100, name=f"flash {name}", scope=CLAIM_SCOPE
                     )
                 else:  # stock 1, taken by the first request of the warm-up
                     target = await create_template(
@@ -184,6 +192,8 @@ async def main() -> None:
                         stock={"type": "limited", "total": 1},
                     )
             users = minter.many([f"{name}-{n:06d}" for n in range(args.requests + WARM)])
+            if name == "rate_limited":
+                users = holders[:1]
 
             def body_of(n: int, template_id: int = target, prefix: str = name) -> str:
                 return json.dumps({"template_id": template_id, "request_id": f"{prefix}-{run}-{n}"})
@@ -200,7 +210,7 @@ async def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            claims = ("claim", "sold_out")
+            claims = ("claim", "sold_out", "rate_limited")
             concurrency = args.claim_concurrency if name in claims else args.concurrency
             ms, wall, statuses = await drive(
                 server.base, method, path, body, tokens, args.requests, concurrency, pid

@@ -144,10 +144,10 @@ class Bench:
             return scenario
         return dataclasses.replace(scenario, token_offset=self.fresh_next)
 
-    def _taken(self, scenario: Scenario, sent: int) -> None:
+    def _taken(self, scenario: Scenario, used: int) -> None:
         if not self._fresh(scenario):
             return
-        self.fresh_next += sent
+        self.fresh_next += used
         if self.fresh_next > self.fresh_total:
             log(
                 f"    note: {self.fresh_next:,} fresh users wanted, {self.fresh_total:,} minted: "
@@ -180,7 +180,7 @@ class Bench:
             (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / elapsed, 2
         )
         self.last_cpu["machine"] = round(_machine_busy(ticks, _machine_ticks()), 2)
-        self._taken(scenario, result.sent)
+        self._taken(scenario, result.tokens_used)
         return result
 
     def loadgen(self, port: int, scenario: Scenario, max_rate: float) -> dict[str, Any]:

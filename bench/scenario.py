@@ -119,8 +119,10 @@ end
 function done(summary, latency, requests)
   local agg = {}
   local sent = 0
+  local most = 0
   for _, t in ipairs(threads) do
     sent = sent + t:get("n")
+    if t:get("n") > most then most = t:get("n") end
     local s = t:get("statuses")
     for k, v in pairs(s) do agg[k] = (agg[k] or 0) + v end
   end
@@ -130,9 +132,9 @@ function done(summary, latency, requests)
   io.write(string.format(
     'BENCHJSON {"requests": %%d, "duration_us": %%d, "connect_errors": %%d, ' ..
     '"read_errors": %%d, "write_errors": %%d, "timeouts": %%d, ' ..
-    '"p50_us": %%d, "p99_us": %%d, "sent": %%d, "statuses": {%%s}}\n',
+    '"p50_us": %%d, "p99_us": %%d, "sent": %%d, "most": %%d, "statuses": {%%s}}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(99), sent, table.concat(parts, ", ")))
+    latency:percentile(50), latency:percentile(99), sent, most, table.concat(parts, ", ")))
 end
 """
 
@@ -164,6 +166,9 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     sent: int  # requests written; sent - answered were cut off when wrk stopped
+    # Tokens the run reached: request n of each thread takes token offset + n * threads +
+    # thread, so the busiest thread's count sets how far into the file the run went.
+    tokens_used: int = 0
 
     @property
     def cut_off(self) -> int:
@@ -217,4 +222,5 @@ def run_wrk(
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         sent=raw["sent"],
+        tokens_used=raw["most"] * threads,
     )

@@ -242,6 +242,8 @@ class Server:
     workers: int = 1
     port: int = field(default_factory=free_port)
     access_log: bool = False
+    # BENCH_CONFIG's per-user limit; price_cpu.py runs with the app's defaults instead.
+    bench_config: bool = True
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=lambda: WORK / "server.log")
 
@@ -251,11 +253,12 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")}
-        WORK.mkdir(parents=True, exist_ok=True)
-        config = WORK / "bench.toml"
-        config.write_text(BENCH_CONFIG)
+        if self.bench_config:
+            WORK.mkdir(parents=True, exist_ok=True)
+            config = WORK / "bench.toml"
+            config.write_text(BENCH_CONFIG)
+            env["BFF_CONFIG"] = str(config)
         env.update(
-            BFF_CONFIG=str(config),
             BFF_ENV="production",
             BFF_DATABASE_URL=self.database_url,
             BFF_REDIS_URL=self.redis_url,

@@ -116,27 +116,32 @@ async def test_wrk_script_gives_every_request_its_own_user_and_request_id(tmp_pa
 @pytest.mark.skipif(
     shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
 )
-async def test_wrk_script_starts_at_its_token_offset(tmp_path):
-    """A run with token_offset n takes users from token n on: none an earlier run had."""
-    recorder = Recorder()
-    users = 100_000
-    offset = 50_000
-    scenario = dataclasses.replace(_scenario(tmp_path, users), token_offset=offset)
-    async with TestServer(recorder.app()) as server:
-        await asyncio.to_thread(
-            run_wrk,
-            shutil.which("wrk") or "wrk",
-            f"http://127.0.0.1:{server.port}",
-            scenario,
-            1,
-            threads=2,
-            connections=4,
-            workdir=tmp_path,
-        )
-    numbers = sorted(int(user.rsplit("-", 1)[1]) for user in recorder.users)
-    # (wrk builds one request per thread before it connects, and never sends it)
-    assert numbers and offset <= numbers[0] < offset + 4 and numbers[-1] < users, numbers[:3]
-    assert len(set(numbers)) == len(numbers)
+async def test_a_wrk_run_from_the_tokens_used_so_far_meets_no_earlier_user(tmp_path):
+    """What Bench.fresh_users does: each run starts where the last one's busiest thread got."""
+    users = 200_000
+    scenario = _scenario(tmp_path, users)
+    seen: list[set[str]] = []
+    offset = 0
+    for _ in range(2):
+        recorder = Recorder()
+        async with TestServer(recorder.app()) as server:
+            result = await asyncio.to_thread(
+                run_wrk,
+                shutil.which("wrk") or "wrk",
+                f"http://127.0.0.1:{server.port}",
+                dataclasses.replace(scenario, token_offset=offset),
+                1,
+                threads=2,
+                connections=4,
+                workdir=tmp_path,
+            )
+        numbers = sorted(int(user.rsplit("-", 1)[1]) for user in recorder.users)
+        assert numbers and offset <= numbers[0] and numbers[-1] < offset + result.tokens_used
+        assert len(set(numbers)) == len(numbers)
+        seen.append(set(recorder.users))
+        offset += result.tokens_used
+    assert offset < users, "the file ran out: the runs wrapped round"
+    assert not seen[0] & seen[1]
 
 
 def test_profile_summary_names_the_libraries_where_time_went():

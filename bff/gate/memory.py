@@ -22,9 +22,9 @@ class MemoryGate:
     name = "memory"
 
     def __init__(self, *, only_process: bool = True) -> None:
-        # With several worker processes each has its own gate, holding the facts only its
-        # own batches wrote: another worker's claim is missing from them, so they must not
-        # decide a claim (a retry of that claim would be refused, not replayed).
+        # With several worker processes each has its own gate. Facts it kept would hold only
+        # its own batches' claims, and a retry of another worker's claim would be refused,
+        # not replayed: so it keeps none (put_facts), and unknown facts decide nothing.
         self.only_process = only_process
         self._data: dict[str, tuple[float, Any]] = {}
         self._listeners: dict[str, list[Callable[[str], None]]] = {}
@@ -114,30 +114,28 @@ class MemoryGate:
         entry = self._get(key)
         if entry is not None:
             return IdemState(*entry)
-        if not self.only_process:
-            check = None
         facts: ClaimFacts | None = None if check is None else self._get(check.facts_key)
+        # The facts are known, and no coupon was issued under this request key.
+        unclaimed = (
+            check is not None and facts is not None and check.request_key not in facts.claim_keys
+        )
         if rate is not None and not await self.hit(*rate):
-            if (
-                check is not None
-                and facts is not None
-                and check.request_key not in facts.claim_keys
-            ):
-                return IdemState("limited_new")
-            return IdemState("limited")
-        if check is not None and check.sold_out:
-            if (
-                facts is not None
-                and check.request_key not in facts.claim_keys
-                and facts.held.get(check.template_id, 0) < check.per_user_limit
-                and facts.wallet < check.wallet_cap
-            ):
-                return IdemState("refused")
+            return IdemState("limited_new" if unclaimed else "limited")
+        if (
+            unclaimed
+            and check is not None
+            and facts is not None
+            and check.sold_out
+            and facts.held.get(check.template_id, 0) < check.per_user_limit
+            and facts.wallet < check.wallet_cap
+        ):
+            return IdemState("refused")
         self._put(key, ("pending", body_hash, None), pending_seconds)
         return IdemState("new")
 
     async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:
-        self._put(key, facts, ttl_seconds)
+        if self.only_process:
+            self._put(key, facts, ttl_seconds)
 
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
         self._put(key, value, ttl_seconds)

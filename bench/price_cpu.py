@@ -55,6 +55,7 @@ from bench.services import SECRET, WORK, Server
 
 TICKS = os.sysconf("SC_CLK_TCK")
 WARM = 200  # requests before the measured ones
+CLAIM_ROUTES = ("claim", "sold_out", "rate_limited")  # run with --claim-concurrency
 
 
 def cpu_seconds(pid: int) -> float:
@@ -163,16 +164,14 @@ async def main() -> None:
         routes: dict[str, tuple[str, str, Any, list[str]]] = {
             "ping": ("GET", "/api/v1/ping", None, []),
             # Claims: body and tokens are set below, only for the routes that run.
-            "claim": ("POST", f"{shop_path}/coupons/claim", None, []),
-            "sold_out": ("POST", f"{shop_path}/coupons/claim", None, []),
-            "rate_limited": ("POST", f"{shop_path}/coupons/claim", None, []),
+            **{name: ("POST", f"{shop_path}/coupons/claim", None, []) for name in CLAIM_ROUTES},
             "product_anon": ("GET", f"{shop_path}/products/{product_id(1)}", None, []),
             "product_user": ("GET", f"{shop_path}/products/{product_id(1)}", None, holders),
             "checkout": ("POST", f"{shop_path}/checkout/preview", cart, holders),
         }
         only = [name for name in args.only.split(",") if name] or list(routes)
         run = int(time.time())
-        for name in ("claim", "sold_out", "rate_limited"):
+        for name in CLAIM_ROUTES:
             if name not in only:
                 continue
             # Every request its own request id; a new user each, as the bench's rows, except
@@ -191,14 +190,15 @@ async def main() -> None:
                         scope=CLAIM_SCOPE,
                         stock={"type": "limited", "total": 1},
                     )
-            users = minter.many([f"{name}-{n:06d}" for n in range(args.requests + WARM)])
             if name == "rate_limited":
                 users = holders[:1]
+            else:
+                users = minter.many([f"{name}-{n:06d}" for n in range(args.requests + WARM)])
 
             def body_of(n: int, template_id: int = target, prefix: str = name) -> str:
                 return json.dumps({"template_id": template_id, "request_id": f"{prefix}-{run}-{n}"})
 
-            method, path, _, _ = routes["claim"]
+            method, path, _, _ = routes[name]
             routes[name] = (method, path, body_of, users)
         for name in only:
             method, path, body, tokens = routes[name]
@@ -210,8 +210,7 @@ async def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            claims = ("claim", "sold_out", "rate_limited")
-            concurrency = args.claim_concurrency if name in claims else args.concurrency
+            concurrency = args.claim_concurrency if name in CLAIM_ROUTES else args.concurrency
             ms, wall, statuses = await drive(
                 server.base, method, path, body, tokens, args.requests, concurrency, pid
             )

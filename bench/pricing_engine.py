@@ -1,4 +1,4 @@
-"""Time the pure price engine: 5 coupons x 2 lines and 50 coupons x 20 lines.
+"""Time the pure price engine: 5 coupons x 2 lines, a product page (30 x 1), 50 x 20.
 
 python bench/pricing_engine.py
 """
@@ -83,7 +83,7 @@ def measure(coupons: int, lines: int) -> float:
 
 def main() -> None:
     print(f"{'case':<18}{'per quote':>14}")
-    for coupons, lines in ((5, 2), (50, 20)):
+    for coupons, lines in ((5, 2), (30, 1), (50, 20)):
         seconds = measure(coupons, lines)
         print(f"{f'{coupons} x {lines}':<18}{seconds * 1e6:>11.0f} us")
 

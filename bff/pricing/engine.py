@@ -1,37 +1,48 @@
 """The pure price engine (券后价 / 到手价): best coupons, stacking, apportionment. No I/O.
 
-Rules (DOMAIN.md "Post-coupon price"):
+It follows DOMAIN.md "Post-coupon price" word for word; the same code prices product
+pages, list pages, checkout and redemption, so statistics and returns credit each
+coupon with what it took here.
 
-* Base price: the store promotion price when the product has one, else the
-  list price. A coupon with ``with_store_promotions=false`` prices the lines in
-  its scope at list price instead; the search tries combinations with and
-  without such coupons, so both ways are compared.
-* Coupons combine only if every one has ``with_other_coupons=true``; at most
-  one per template and one ``discount`` coupon per order.
-* Thresholds are checked on the eligible subtotal before any coupon. Amount-off
-  coupons (threshold, no_threshold, exchange, gift) apply first, narrowest
-  scope first; a discount coupon applies to what they leave, capped by
-  ``max_off``. Nothing goes below zero. A coupon that would take nothing is not
-  used.
-* Lines at a live-room exclusive price are never in any coupon's scope.
-* Best = lowest payable; ties go to fewer coupons still to be claimed, then to
-  the earliest expiry, then to fewer coupons.
-* Each coupon's discount is split over the lines in its scope in proportion to
-  what they still cost, in whole cents by largest remainder: the line shares
-  sum exactly to the coupon's discount and no line goes negative.
+* **Base price**: the store promotion price when the product has one, else the list
+  price. The lines a coupon with ``with_store_promotions=false`` applies to are at list
+  price in any combination holding it. Lines at a live-room exclusive price are in no
+  coupon's scope.
+* **Combinations**: one coupon alone, or coupons that all have
+  ``with_other_coupons=true``, at most one per template and one ``discount``; fixed
+  prices (``exchange``, ``gift``) each need a unit of their own. Every coupon needs a
+  line in scope and its own threshold met on the eligible subtotal at the combination's
+  base prices, before any coupon.
+* **Order of application** (:func:`evaluate`):
+  1. fixed prices, in template id order, each on one unit of its product (the first
+     line of that product with a unit no fixed price took), down to its price;
+  2. amount-offs, product- and category-scoped before shop-wide, each group in template
+     id order; each split over its scope lines in proportion to their amounts (unit
+     price x quantity at the base price), a share stopping at zero and the rest split
+     again over the lines still above zero, in proportion to their amounts;
+  3. the discount coupon, on what is left of its lines: its cents rounded down, capped
+     by ``max_off``, split in proportion to what is left of each line.
+  Every split is in whole cents by largest remainder (equal remainders: the earlier
+  line), so each coupon's line shares sum exactly to its discount.
+* **Best** (:func:`best_quote`): the lowest payable among the *minimal* combinations,
+  those where dropping any one coupon (and pricing the rest again) raises the payable
+  or leaves a combination that cannot be used (a threshold no longer met): no coupon is
+  spent for nothing. Ties: fewer coupons still to claim, then the earliest expiry, then
+  fewer coupons, then the lower sorted list of template ids; of one template's coupons
+  the held one, then the one expiring first, then the lowest key stands for it.
 
-Cost. Evaluating one combination is O(c·n) for c coupons and n lines. The
-search evaluates every single coupon, then, for the coupons that stack, one
-combination per subset of the stackable coupons that refuse store promotions
-(usually none or one): adding an amount-off coupon that keeps store
-promotions never raises the payable, so all of them are taken (those that end
-up taking nothing are dropped); the discount coupon applies last, so each one
-is scored in O(n) on what they leave and only the best is priced. That is
-O(2^f·(c + d)·n) in all (d discount coupons, f store-promotion refusers,
-exact up to ``MAX_REFUSERS_EXACT``): linear in coupons × lines for a fixed f. The winner is
-then trimmed once (coupons it does not need are dropped, for the tie-breaks);
-between combinations of equal payable the tie-break sees untrimmed sets.
-Measured by ``bench/pricing_engine.py``.
+Search and cost. Coupons of one template are interchangeable for the payable, so one
+stands for each template (the one the last tie-break would pick). Coupons that do not
+stack are each priced alone. The stacking templates that apply are searched
+exhaustively: a depth-first walk in the order of application prices every allowed
+subset, sharing the work of common prefixes (one coupon applied per node), and keeps
+each subset's payable, so that minimality is a look-up per coupon. That is
+O(2^s · n) for s stacking templates and n lines; s is 0-3 on a real page (coupons do
+not stack by default). Rounding makes the payable not quite monotone in the set of
+coupons (a cent can move between lines), so no shortcut short of the walk is exact.
+Beyond ``MAX_STACKING_EXACT`` stacking templates in one cart the walk takes the
+``MAX_STACKING_EXACT`` that take most alone: the one place the result is not provably
+the best. Measured by ``bench/pricing_engine.py``.
 """
 
 from __future__ import annotations
@@ -40,12 +51,15 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import combinations
 from typing import Any
 
-AMOUNT_OFF = ("threshold", "no_threshold", "exchange", "gift")
+FIXED_PRICE = ("exchange", "gift")
+AMOUNT_OFF = ("threshold", "no_threshold")
 GIFT_PRICE = 1  # a gift is bought for 1 cent
-MAX_REFUSERS_EXACT = 10  # 2^10 subsets; beyond, refusers are added greedily
+MAX_STACKING_EXACT = 10  # 2^10 subsets searched at most
+
+# Phases of application: fixed prices, narrow amount-offs, shop-wide amount-offs, discount.
+_FIXED, _NARROW, _SHOP_WIDE, _DISCOUNT = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +102,18 @@ class LineQuote:
 class AppliedCoupon:
     candidate: Candidate
     discount: int
+    # What this coupon took from each line of the quote, in line order (分摊).
+    shares: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class Quote:
     lines: tuple[LineQuote, ...]
-    coupons: tuple[AppliedCoupon, ...]
+    coupons: tuple[AppliedCoupon, ...]  # in the order of application
     total: int
     discount: int
     payable: int
     rank: tuple[Any, ...] = field(default=(), compare=False, repr=False)
-    # Some coupon took less than it offered: another coupon may be redundant.
-    saturated: bool = field(default=False, compare=False, repr=False)
 
 
 class NotApplicable(Exception):
@@ -111,6 +125,7 @@ class NotApplicable(Exception):
         self.reason = reason
 
 
+# --- scope and splits --------------------------------------------------------------------
 def in_scope(scope: dict[str, Any], line: Line) -> bool:
     if line.exclusive_price is not None:
         return False
@@ -123,16 +138,19 @@ def in_scope(scope: dict[str, Any], line: Line) -> bool:
 
 
 def scope_lines(candidate: Candidate, lines: Sequence[Line]) -> list[int]:
-    """Indexes of the lines a coupon may discount (exchange and gift: their product only)."""
+    """Indexes of the lines a coupon applies to (exchange and gift: their product only).
+
+    These are also the lines a coupon refusing store promotions puts at list price."""
     benefit = candidate.benefit
     indexes = [i for i, line in enumerate(lines) if in_scope(candidate.scope, line)]
-    if benefit["type"] in ("exchange", "gift"):
+    if benefit["type"] in FIXED_PRICE:
         indexes = [i for i in indexes if lines[i].product_id == benefit["product_id"]]
     return indexes
 
 
 def apportion(total: int, weights: Sequence[int]) -> list[int]:
-    """Split ``total`` cents over ``weights`` proportionally, largest remainder first.
+    """Split ``total`` cents over ``weights`` proportionally, largest remainder first
+    (equal remainders: the earlier weight).
 
     Requires ``0 <= total <= sum(weights)``; then every share is at most its weight.
     """
@@ -140,132 +158,191 @@ def apportion(total: int, weights: Sequence[int]) -> list[int]:
     if total == 0 or whole == 0:
         return [0] * len(weights)
     shares = [total * w // whole for w in weights]
-    remainders = [(total * w % whole, -i) for i, w in enumerate(weights)]
     left = total - sum(shares)
-    for _, negative_index in sorted(remainders, reverse=True)[:left]:
-        shares[-negative_index] += 1
+    if left:
+        remainders = sorted(((total * w % whole, -i) for i, w in enumerate(weights)), reverse=True)
+        for _, negative_index in remainders[:left]:
+            shares[-negative_index] += 1
     return shares
 
 
-def evaluate(
-    lines: Sequence[Line],
-    combo: Sequence[Candidate],
-    scopes: dict[str, list[int]] | None = None,
-) -> Quote:
-    """Price ``lines`` with exactly these coupons; raises NotApplicable if one cannot apply.
+def split_capped(
+    off: int, indexes: Sequence[int], amounts: Sequence[int], remaining: list[int]
+) -> list[int]:
+    """An amount-off's split (step 2): in proportion to the lines' amounts, a share
+    stopping at zero and the rest split again over the lines still above zero.
 
-    ``scopes`` (candidate key -> line indexes) may be passed in when the same lines
-    are priced many times.
-    """
-    at_list: set[int] = set()
-    for candidate in combo:
-        if not candidate.with_store_promotions:
-            at_list.update(i for i, line in enumerate(lines) if in_scope(candidate.scope, line))
-    units = []
-    for i, line in enumerate(lines):
-        if line.exclusive_price is not None:
-            units.append(line.exclusive_price)
-        elif line.promo_price is not None and i not in at_list:
-            units.append(line.promo_price)
-        else:
-            units.append(line.list_price)
-    amounts = [unit * line.quantity for unit, line in zip(units, lines, strict=True)]
-    remaining = list(amounts)
-    applied: dict[str, int] = {}
-    capped = False
+    Takes from ``remaining`` in place; returns the share of each of ``indexes``."""
+    shares = [0] * len(indexes)
+    active = [k for k, i in enumerate(indexes) if remaining[i] > 0]
+    while off > 0 and active:
+        parts = apportion(off, [amounts[indexes[k]] for k in active])
+        still = []
+        for k, part in zip(active, parts, strict=True):
+            i = indexes[k]
+            take = part if part < remaining[i] else remaining[i]
+            remaining[i] -= take
+            shares[k] += take
+            off -= take
+            if remaining[i] > 0:
+                still.append(k)
+        active = still
+    return shares
 
-    # Thresholds see the eligible subtotal before any coupon.
-    if scopes is None:
-        scopes = {c.key: scope_lines(c, lines) for c in combo}
-    for candidate in combo:
-        indexes = scopes[candidate.key]
-        if not indexes:
-            raise NotApplicable(candidate, "no product in scope")
-        threshold = candidate.benefit.get("threshold")
-        if threshold is not None and sum(amounts[i] for i in indexes) < threshold:
-            raise NotApplicable(candidate, "threshold not met")
 
-    amount_off = [c for c in combo if c.benefit["type"] in AMOUNT_OFF]
-    # Narrowest scope first; then by template, not by coupon, so which of a template's
-    # coupons stands in a combination never changes what the combination takes off.
-    amount_off.sort(key=lambda c: (len(scopes[c.key]), c.template_id, c.key))
-    for candidate in amount_off:
-        indexes = scopes[candidate.key]
-        wanted = _amount_off(candidate, units, indexes)
-        available = sum(remaining[i] for i in indexes)
-        capped = capped or wanted > available
-        _take(candidate, min(wanted, available), indexes, remaining, applied)
-    for candidate in combo:
-        if candidate.benefit["type"] != "discount":
-            continue
-        indexes = scopes[candidate.key]
-        left = sum(remaining[i] for i in indexes)
-        off = left * (1000 - candidate.benefit["rate_permille"]) // 1000
-        max_off = candidate.benefit.get("max_off")
-        if max_off is not None:
-            capped = capped or off > max_off
-            off = min(off, max_off)
-        _take(candidate, off, indexes, remaining, applied)
+# --- one combination ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Coupon:
+    """A candidate prepared for one set of lines."""
 
+    candidate: Candidate
+    indexes: tuple[int, ...]
+    phase: int
+    threshold: int | None
+    refuses: bool  # with_store_promotions=false: its lines at list price
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        return (self.phase, self.candidate.template_id, self.candidate.key)
+
+
+def _prepare(candidate: Candidate, lines: Sequence[Line]) -> _Coupon:
+    kind = candidate.benefit["type"]
+    if kind in FIXED_PRICE:
+        phase = _FIXED
+    elif kind in AMOUNT_OFF:
+        phase = _SHOP_WIDE if candidate.scope["type"] == "shop" else _NARROW
+    else:
+        phase = _DISCOUNT
+    return _Coupon(
+        candidate,
+        tuple(scope_lines(candidate, lines)),
+        phase,
+        candidate.benefit.get("threshold"),
+        not candidate.with_store_promotions,
+    )
+
+
+class _Prices:
+    """Unit prices and line amounts for one set of lines at list price (the lines of the
+    combination's coupons that refuse store promotions)."""
+
+    __slots__ = ("amounts", "units")
+
+    def __init__(self, lines: Sequence[Line], at_list: frozenset[int]) -> None:
+        units = []
+        for i, line in enumerate(lines):
+            if line.exclusive_price is not None:
+                units.append(line.exclusive_price)
+            elif line.promo_price is not None and i not in at_list:
+                units.append(line.promo_price)
+            else:
+                units.append(line.list_price)
+        self.units = units
+        self.amounts = [unit * line.quantity for unit, line in zip(units, lines, strict=True)]
+
+    def meets(self, coupon: _Coupon) -> bool:
+        threshold = coupon.threshold
+        return threshold is None or sum(self.amounts[i] for i in coupon.indexes) >= threshold
+
+
+def _apply(
+    coupon: _Coupon,
+    prices: _Prices,
+    remaining: list[int],
+    free_units: list[int],
+) -> list[int] | None:
+    """Apply one coupon in place; its share of each of its lines, or None when a fixed
+    price finds no unit of its own."""
+    benefit = coupon.candidate.benefit
+    indexes = coupon.indexes
+    if coupon.phase == _FIXED:
+        for k, i in enumerate(indexes):
+            if free_units[i] > 0:
+                free_units[i] -= 1
+                price = benefit["price"] if benefit["type"] == "exchange" else GIFT_PRICE
+                take = max(prices.units[i] - price, 0)
+                remaining[i] -= take  # a unit of its own: never more than the line has left
+                shares = [0] * len(indexes)
+                shares[k] = take
+                return shares
+        return None
+    if coupon.phase == _DISCOUNT:
+        left = [remaining[i] for i in indexes]
+        off = sum(left) * (1000 - benefit["rate_permille"]) // 1000
+        max_off = benefit.get("max_off")
+        if max_off is not None and off > max_off:
+            off = max_off
+        shares = apportion(off, left)
+        for i, share in zip(indexes, shares, strict=True):
+            remaining[i] -= share
+        return shares
+    return split_capped(int(benefit["amount_off"]), indexes, prices.amounts, remaining)
+
+
+def _at_list(coupons: Iterable[_Coupon]) -> frozenset[int]:
+    return frozenset(i for c in coupons if c.refuses for i in c.indexes)
+
+
+def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -> Quote | None:
+    """Price ``lines`` with exactly ``coupons``; None (or NotApplicable when ``strict``)
+    if one cannot apply. ``strict`` also refuses a coupon that takes nothing."""
+    prices = _Prices(lines, _at_list(coupons))
+    for coupon in coupons:
+        if not coupon.indexes or not prices.meets(coupon):
+            if not strict:
+                return None
+            reason = "no product in scope" if not coupon.indexes else "threshold not met"
+            raise NotApplicable(coupon.candidate, reason)
+    remaining = list(prices.amounts)
+    free_units = [line.quantity for line in lines]
+    applied = []
+    for coupon in sorted(coupons, key=lambda c: c.order):
+        shares = _apply(coupon, prices, remaining, free_units)
+        if shares is None or (strict and not any(shares)):
+            if not strict:
+                return None
+            reason = "no unit of its own" if shares is None else "takes nothing off"
+            raise NotApplicable(coupon.candidate, reason)
+        per_line = [0] * len(lines)
+        for i, share in zip(coupon.indexes, shares, strict=True):
+            per_line[i] = share
+        applied.append(AppliedCoupon(coupon.candidate, sum(shares), tuple(per_line)))
     line_quotes = tuple(
         LineQuote(
             line.product_id,
             line.quantity,
-            units[i],
-            amounts[i],
-            amounts[i] - remaining[i],
+            prices.units[i],
+            prices.amounts[i],
+            prices.amounts[i] - remaining[i],
             remaining[i],
         )
         for i, line in enumerate(lines)
     )
-    coupons = tuple(AppliedCoupon(c, applied[c.key]) for c in combo)
-    total = sum(amounts)
+    total = sum(prices.amounts)
     payable = sum(remaining)
+    candidates = [c.candidate for c in coupons]
     return Quote(
-        line_quotes,
-        coupons,
-        total,
-        total - payable,
-        payable,
-        _rank(payable, combo),
-        saturated=capped or (payable == 0 and len(combo) > 1),
+        line_quotes, tuple(applied), total, total - payable, payable, _rank(payable, candidates)
     )
 
 
-def _amount_off(candidate: Candidate, units: Sequence[int], indexes: Sequence[int]) -> int:
-    benefit = candidate.benefit
-    kind = benefit["type"]
-    if kind in ("threshold", "no_threshold"):
-        return int(benefit["amount_off"])
-    unit = max(units[i] for i in indexes)  # one unit of the named product
-    price = benefit["price"] if kind == "exchange" else GIFT_PRICE
-    return max(unit - price, 0)
+def evaluate(lines: Sequence[Line], combo: Sequence[Candidate]) -> Quote:
+    """Price ``lines`` with exactly these coupons (a checkout that names them).
+
+    Raises NotApplicable naming the first coupon that cannot apply: no line in scope,
+    threshold not met, no unit of its own for a fixed price, or nothing to take.
+    The stacking rules are :func:`allowed`'s."""
+    quote = _quote(lines, [_prepare(c, lines) for c in combo], strict=True)
+    assert quote is not None
+    return quote
 
 
-def _take(
-    candidate: Candidate,
-    off: int,
-    indexes: Sequence[int],
-    remaining: list[int],
-    applied: dict[str, int],
-) -> None:
-    if off <= 0:
-        raise NotApplicable(candidate, "takes nothing off")
-    shares = apportion(off, [remaining[i] for i in indexes])
-    for i, share in zip(indexes, shares, strict=True):
-        remaining[i] -= share
-    applied[candidate.key] = off
-
-
-def _rank(payable: int, combo: Sequence[Candidate]) -> tuple[Any, ...]:
-    expiries = [c.expires_at.timestamp() for c in combo if c.expires_at is not None]
-    return (
-        payable,
-        sum(1 for c in combo if c.needs_claim),
-        min(expiries) if expiries else math.inf,
-        len(combo),
-        tuple(sorted(c.key for c in combo)),
-    )
+def try_evaluate(lines: Sequence[Line], combo: Sequence[Candidate]) -> Quote | None:
+    try:
+        return evaluate(lines, combo)
+    except NotApplicable:
+        return None
 
 
 def allowed(combo: Sequence[Candidate]) -> bool:
@@ -280,135 +357,179 @@ def allowed(combo: Sequence[Candidate]) -> bool:
     return sum(1 for c in combo if c.benefit["type"] == "discount") <= 1
 
 
-def try_evaluate(
-    lines: Sequence[Line],
-    combo: Sequence[Candidate],
-    scopes: dict[str, list[int]] | None = None,
-) -> Quote | None:
-    try:
-        return evaluate(lines, combo, scopes)
-    except NotApplicable:
-        return None
-
-
-def best_quote(lines: Sequence[Line], candidates: Iterable[Candidate]) -> Quote:
-    """The best combination of ``candidates`` for ``lines`` (possibly no coupon)."""
-    scopes = {c.key: scope_lines(c, lines) for c in candidates}
-    pool = [c for c in candidates if scopes[c.key]]
-    best = evaluate(lines, [], scopes)
-    for candidate in pool:
-        best = _better(best, try_evaluate(lines, [candidate], scopes))
-    stackable = _representatives([c for c in pool if c.with_other_coupons])
-    # Coupons that refuse store promotions change the base prices: try each subset of
-    # them (with at most one discount coupon among them). Everything else is chosen
-    # against those prices: every amount-off coupon that still takes something, then
-    # the best discount coupon on what they leave.
-    refusers = [c for c in stackable if not c.with_store_promotions]
-    keeps = [c for c in stackable if c.with_store_promotions and c.benefit["type"] != "discount"]
-    discounts = [
-        c for c in stackable if c.with_store_promotions and c.benefit["type"] == "discount"
-    ]
-    for chosen in _refuser_subsets(refusers):
-        if sum(1 for c in chosen if c.benefit["type"] == "discount") > 1:
-            continue
-        base = _fill(lines, list(chosen), keeps, scopes)
-        if base is None:
-            continue
-        best = _better(best, base)
-        if any(c.benefit["type"] == "discount" for c in chosen):
-            continue
-        pick = _best_discount(base, discounts, scopes)
-        if pick is not None:
-            combo = [a.candidate for a in base.coupons] + [pick]
-            best = _better(best, try_evaluate(lines, combo, scopes))
-    if best.saturated:
-        # Tie-breaks: drop what the winner does not need. Done once, on the winner only.
-        best = _trim(lines, best, scopes)
-    return best
-
-
-def _best_discount(
-    base: Quote, discounts: list[Candidate], scopes: dict[str, list[int]]
-) -> Candidate | None:
-    """The discount coupon that takes most off what ``base`` leaves: O(n) per coupon."""
-    best: tuple[tuple[Any, ...], Candidate] | None = None
-    for candidate in discounts:
-        indexes = scopes[candidate.key]
-        threshold = candidate.benefit.get("threshold")
-        if threshold is not None and sum(base.lines[i].amount for i in indexes) < threshold:
-            continue
-        left = sum(base.lines[i].payable for i in indexes)
-        off = left * (1000 - candidate.benefit["rate_permille"]) // 1000
-        if candidate.benefit.get("max_off") is not None:
-            off = min(off, candidate.benefit["max_off"])
-        if off <= 0:
-            continue
-        key = (-off, *_preference(candidate))
-        if best is None or key < best[0]:
-            best = (key, candidate)
-    return best[1] if best is not None else None
-
-
-def _representatives(stackable: list[Candidate]) -> list[Candidate]:
-    """One coupon per template: held before to-claim, then the earliest expiry."""
-    chosen: dict[int, Candidate] = {}
-    for candidate in sorted(stackable, key=_preference):
-        chosen.setdefault(candidate.template_id, candidate)
-    return list(chosen.values())
+# --- the best combination ----------------------------------------------------------------
+def _expiry(candidate: Candidate) -> float:
+    return candidate.expires_at.timestamp() if candidate.expires_at is not None else math.inf
 
 
 def _preference(candidate: Candidate) -> tuple[Any, ...]:
-    expiry = candidate.expires_at.timestamp() if candidate.expires_at else math.inf
-    return (candidate.needs_claim, expiry, candidate.key)
+    """Which of a template's coupons stands for it: held, then expiring first, then key."""
+    return (candidate.needs_claim, _expiry(candidate), candidate.key)
 
 
-def _refuser_subsets(refusers: list[Candidate]) -> Iterable[tuple[Candidate, ...]]:
-    if len(refusers) <= MAX_REFUSERS_EXACT:
-        for size in range(len(refusers) + 1):
-            yield from combinations(refusers, size)
-    else:  # pragma: no cover - a shop with over 10 such stackable coupons at once
-        yield ()
-        yield tuple(refusers)
+def _rank(payable: int, combo: Sequence[Candidate]) -> tuple[Any, ...]:
+    ordered = sorted(combo, key=lambda c: c.template_id)
+    return (
+        payable,
+        sum(1 for c in combo if c.needs_claim),
+        min((_expiry(c) for c in combo), default=math.inf),
+        len(combo),
+        tuple(c.template_id for c in ordered),
+        tuple(_preference(c) for c in ordered),
+    )
 
 
-def _fill(
-    lines: Sequence[Line],
-    fixed: list[Candidate],
-    keeps: list[Candidate],
-    scopes: dict[str, list[int]],
-) -> Quote | None:
-    """``fixed`` plus every coupon of ``keeps`` that still takes something off."""
-    if fixed and try_evaluate(lines, fixed, scopes) is None:
-        return None
-    combo = [*fixed, *keeps]
-    while True:
-        try:
-            quote = evaluate(lines, combo, scopes)
-        except NotApplicable as exc:
-            if exc.candidate in fixed:
-                return None
-            combo = [c for c in combo if c is not exc.candidate]
+def best_quote(
+    lines: Sequence[Line], candidates: Iterable[Candidate], *, max_to_claim: int | None = None
+) -> Quote:
+    """The best combination of ``candidates`` for ``lines`` (possibly no coupon).
+
+    ``max_to_claim``: at most this many coupons still to be claimed (the room left in
+    the wallet); None for no limit."""
+    claims_left = math.inf if max_to_claim is None else max_to_claim
+    # The highest each line can cost: a threshold not met there is never met.
+    highest = [max(line.list_price, line.promo_price or 0) * line.quantity for line in lines]
+    representatives: dict[int, _Coupon | None] = {}
+    for candidate in sorted(candidates, key=_preference):
+        if candidate.needs_claim and claims_left < 1:
             continue
-        return quote
-
-
-def _trim(lines: Sequence[Line], quote: Quote, scopes: dict[str, list[int]]) -> Quote:
-    """Drop coupons whose removal keeps the payable: ties prefer fewer, held, earlier ones.
-
-    Only worth trying when some coupon was capped; otherwise each one's removal
-    raises the payable by what it took.
-    """
-    # One pass, least preferred first (to-claim, latest expiry): O(c) evaluations.
-    for applied_coupon in sorted(
-        quote.coupons, key=lambda a: _preference(a.candidate), reverse=True
-    ):
-        candidate = applied_coupon.candidate
-        rest = [a.candidate for a in quote.coupons if a.candidate is not candidate]
-        smaller = try_evaluate(lines, rest, scopes)
-        if smaller is not None and smaller.rank < quote.rank:
-            quote = smaller
+        if candidate.template_id not in representatives:
+            coupon = _prepare(candidate, lines)
+            threshold = coupon.threshold or 0
+            usable = coupon.indexes and sum(highest[i] for i in coupon.indexes) >= threshold
+            representatives[candidate.template_id] = coupon if usable else None
+    empty = _quote(lines, [], strict=False)
+    assert empty is not None
+    best_rank, best = empty.rank, ()
+    stacking: list[_Coupon] = []
+    for coupon in representatives.values():
+        if coupon is None:
+            continue
+        if coupon.candidate.with_other_coupons:
+            stacking.append(coupon)
+            continue
+        alone = _quote(lines, [coupon], strict=False)
+        if alone is not None and alone.payable < empty.payable and alone.rank < best_rank:
+            best_rank, best = alone.rank, (coupon,)
+    if stacking:
+        found = _Search(lines, _exact_pool(lines, stacking), claims_left).best()
+        if found is not None and found[0] < best_rank:
+            best_rank, best = found
+    if not best:
+        return empty
+    quote = _quote(lines, best, strict=False)
+    assert quote is not None
     return quote
 
 
-def _better(current: Quote, other: Quote | None) -> Quote:
-    return current if other is None or current.rank <= other.rank else other
+def _exact_pool(lines: Sequence[Line], stacking: list[_Coupon]) -> list[_Coupon]:
+    if len(stacking) <= MAX_STACKING_EXACT:
+        return stacking
+
+    def alone(coupon: _Coupon) -> tuple[int, tuple[Any, ...]]:
+        quote = _quote(lines, [coupon], strict=False)
+        return (-(quote.discount if quote is not None else -1), coupon.order)
+
+    return sorted(stacking, key=alone)[:MAX_STACKING_EXACT]
+
+
+class _Search:
+    """Every allowed subset of the stacking coupons, priced by a walk in the order of
+    application (one coupon applied per node), for each choice of the coupons that put
+    their lines at list price."""
+
+    def __init__(self, lines: Sequence[Line], pool: list[_Coupon], claims_left: float) -> None:
+        self.lines = lines
+        self.pool = sorted(pool, key=lambda c: c.order)
+        self.bits = {id(c): 1 << k for k, c in enumerate(self.pool)}
+        self.claims_left = claims_left
+        self.payables: dict[int, int] = {}  # subset (bit mask) -> payable, usable ones only
+
+    def best(self) -> tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None:
+        refusers = [c for c in self.pool if c.refuses]
+        for choice in range(1 << len(refusers)):
+            chosen = [c for k, c in enumerate(refusers) if choice >> k & 1]
+            if sum(1 for c in chosen if c.phase == _DISCOUNT) > 1:
+                continue
+            prices = _Prices(self.lines, _at_list(chosen))
+            if not all(prices.meets(c) for c in chosen):
+                continue
+            forced = {id(c) for c in chosen}
+            steps = [
+                (c, id(c) in forced)
+                for c in self.pool
+                if id(c) in forced or (not c.refuses and prices.meets(c))
+            ]
+            self._walk(
+                prices,
+                steps,
+                0,
+                list(prices.amounts),
+                [line.quantity for line in self.lines],
+                0,
+                0,
+                False,
+            )
+        return self._choose()
+
+    def _walk(
+        self,
+        prices: _Prices,
+        steps: list[tuple[_Coupon, bool]],
+        at: int,
+        remaining: list[int],
+        free_units: list[int],
+        mask: int,
+        claims: int,
+        discounted: bool,
+    ) -> None:
+        while at < len(steps):
+            coupon, forced = steps[at]
+            at += 1
+            can_take = (not coupon.candidate.needs_claim or claims < self.claims_left) and (
+                coupon.phase != _DISCOUNT or not discounted
+            )
+            if not can_take:
+                if forced:
+                    return
+                continue
+            taken, units = list(remaining), free_units
+            if coupon.phase == _FIXED:
+                units = list(free_units)
+            if _apply(coupon, prices, taken, units) is not None:
+                self._walk(
+                    prices,
+                    steps,
+                    at,
+                    taken,
+                    units,
+                    mask | self.bits[id(coupon)],
+                    claims + coupon.candidate.needs_claim,
+                    discounted or coupon.phase == _DISCOUNT,
+                )
+            if forced:
+                return  # every subset of this choice holds it
+        self.payables[mask] = sum(remaining)
+
+    def _choose(self) -> tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None:
+        payables = self.payables
+        best: tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None = None
+        for mask, payable in payables.items():
+            if not mask or (best is not None and payable > best[0][0]):
+                continue
+            minimal = True
+            rest = mask
+            while rest:
+                bit = rest & -rest
+                rest ^= bit
+                without = payables.get(mask ^ bit)
+                if without is not None and without <= payable:
+                    minimal = False
+                    break
+            if not minimal:
+                continue
+            coupons = tuple(c for c in self.pool if mask & self.bits[id(c)])
+            rank = _rank(payable, [c.candidate for c in coupons])
+            if best is None or rank < best[0]:
+                best = (rank, coupons)
+        return best

@@ -62,6 +62,7 @@ _REASONS = {
     "threshold not met": "threshold_not_met",
     "no product in scope": "out_of_scope",
     "takes nothing off": "no_discount",
+    "no unit of its own": "not_combinable",  # two fixed prices on one unit
 }
 
 
@@ -73,6 +74,9 @@ class PricingData:
     held: list[tuple[HeldCoupon, dict[str, Any]]] = field(default_factory=list)
     # To-claim candidates with their template spec (for where they may be claimed).
     claimable: list[tuple[Candidate, dict[str, Any]]] = field(default_factory=list)
+    # How many more coupons the signed-in user's wallet can take (None: anonymous): a
+    # price never counts more coupons to claim than that.
+    claim_room: int | None = None
 
 
 class PriceService:
@@ -218,7 +222,7 @@ class PriceService:
         line = line_for(product, quantity, self._exclusive(data, product))
         candidates = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
         candidates += [c for c, spec in data.claimable if offered_on(c, spec, product)]
-        return price_view(line, best_quote([line], candidates))
+        return price_view(line, best_quote([line], candidates, max_to_claim=data.claim_room))
 
     def _exclusive(self, data: PricingData, product: Any) -> int | None:
         live = data.live.get(product.product_id)
@@ -408,7 +412,10 @@ class PriceService:
         signed_in: bool = False,
     ) -> None:
         """The to-claim candidates: the shop's claimable templates this viewer may take."""
-        wallet_full = user is not None and (user.unused >= self.settings.wallet.max_unused_per_shop)
+        cap = self.settings.wallet.max_unused_per_shop
+        wallet_full = user is not None and user.unused >= cap
+        if user is not None:
+            data.claim_room = max(cap - user.unused, 0)
         held_counts = user.held_counts if user is not None else {}
         for row in shop.claimable:
             held = held_counts.get(row.id, 0)

@@ -338,6 +338,19 @@ def evaluate(lines: Sequence[Line], combo: Sequence[Candidate]) -> Quote:
     return quote
 
 
+def unneeded(lines: Sequence[Line], combo: Sequence[Candidate], quote: Quote) -> Candidate | None:
+    """The first coupon of ``combo`` (priced as ``quote``) that could be dropped without
+    raising the payable: "no coupon is spent for nothing", for a checkout that names them."""
+    if len(combo) < 2:
+        return None
+    prepared = [_prepare(c, lines) for c in combo]
+    for k, candidate in enumerate(combo):
+        rest = _quote(lines, prepared[:k] + prepared[k + 1 :], strict=False)
+        if rest is not None and rest.payable <= quote.payable:
+            return candidate
+    return None
+
+
 def try_evaluate(lines: Sequence[Line], combo: Sequence[Candidate]) -> Quote | None:
     try:
         return evaluate(lines, combo)

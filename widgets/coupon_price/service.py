@@ -34,6 +34,7 @@ from bff.pricing.engine import (
     best_quote,
     evaluate,
     scope_lines,
+    unneeded,
 )
 from bff.redemption.locks import effective_status
 from config.loader import Settings
@@ -269,10 +270,14 @@ class PriceService:
             if not allowed(chosen):
                 raise _not_usable(coupon_id, "not_combinable")
         try:
-            return evaluate(lines, chosen)
+            quote = evaluate(lines, chosen)
         except NotApplicable as exc:
             reason = _REASONS.get(exc.reason, "not_applicable")
             raise _not_usable(exc.candidate.coupon_id, reason) from exc
+        spare = unneeded(lines, chosen, quote)
+        if spare is not None:  # no coupon is spent for nothing
+            raise _not_usable(spare.coupon_id, "not_needed")
+        return quote
 
     async def _why_not_usable(
         self, conn: AsyncConnection | None, shop_id: str, user_id: str, coupon_id: int

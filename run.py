@@ -159,7 +159,11 @@ def mint_token(settings: Settings, args: argparse.Namespace) -> int:
     if not codec.can_mint:
         print("no signing key configured (jwt.private_key_file for RS256)", file=sys.stderr)
         return EXIT_CONFIG
-    token, _ = codec.mint(args.sub, role, args.shop)
+    try:
+        token, _ = codec.mint(args.sub, role, args.shop)
+    except ValueError as exc:  # the server would refuse such a token
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     print(token)
     return 0
 

@@ -4,7 +4,10 @@ HS256 with the configured secret by default, RS256 with a public key as an
 option. The algorithm is pinned (``alg: none`` or an HS/RS swap is refused),
 ``exp``, ``sub`` and ``iss`` are required, and ``iss`` must equal the
 configured issuer. A token without ``role`` is a user token; merchant and
-service tokens must name their ``shop``.
+service tokens must name their ``shop``. ``sub`` and ``shop`` are ids of the
+one pattern every path id has (``bff.schemas.ID_PATTERN``): a user whose id no
+path can spell (``PUT /admin/members/{user_id}``) could hold coupons that no
+merchant can address, so such a token is 401, and ``mint`` never signs one.
 
 A session sends the same token with every request, and PyJWT's decode (key
 preparation, HMAC or RSA check, JSON) costs about a tenth of a claim. So
@@ -17,6 +20,7 @@ flood of forged ones cannot push the real ones out faster than they come in.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,9 +33,11 @@ from aiohttp import web
 from bff.clock import Clock
 from bff.errors import unauthenticated
 from bff.keys import CLAIMS, TOKENS
+from bff.schemas import ID_PATTERN
 from config.loader import JwtSettings
 
-MAX_ID_LENGTH = 64
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+ID = re.compile(ID_PATTERN)
 TOKEN_CACHE_SIZE = 50_000
 
 
@@ -129,6 +135,8 @@ class TokenCodec:
     ) -> tuple[str, datetime]:
         if not self.can_mint:
             raise RuntimeError("no signing key configured (jwt.private_key_file)")
+        if not is_id(sub) or (shop is not None and not is_id(shop)):
+            raise ValueError(f"sub and shop must be ids ({ID_PATTERN}), got {sub!r}, {shop!r}")
         now = self.clock.now()
         expires_at = now + timedelta(seconds=self.ttl)
         payload: dict[str, Any] = {
@@ -143,20 +151,27 @@ class TokenCodec:
         return jwt.encode(payload, self._signing_key, algorithm=self.algorithm), expires_at
 
 
+def is_id(value: Any) -> bool:
+    """A user or shop id as paths spell them: 1-64 of ``A-Z a-z 0-9 _ -``.
+
+    Spaces are outside it too: MariaDB's utf8mb4_bin compares "u1 " equal to "u1",
+    so such an id could reach another user's rows.
+    """
+    return isinstance(value, str) and ID.fullmatch(value) is not None
+
+
 def _claims_from(payload: dict[str, Any]) -> Claims:
     sub = payload.get("sub")
-    # Spaces at either end are refused too: MariaDB's utf8mb4_bin compares "u1 " equal
-    # to "u1", so such an id could reach another user's rows.
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_ID_LENGTH or sub != sub.strip():
-        raise unauthenticated("token sub must be a non-empty id")
+    if not is_id(sub):
+        raise unauthenticated("token sub must be an id: 1-64 of A-Z a-z 0-9 _ -")
     raw_role = payload.get("role", "user")
     try:
         role = Role(raw_role)
     except ValueError as exc:
         raise unauthenticated("token role unknown") from exc
     shop = payload.get("shop")
-    if shop is not None and (not isinstance(shop, str) or not shop):
-        raise unauthenticated("token shop must be a non-empty id")
+    if shop is not None and not is_id(shop):
+        raise unauthenticated("token shop must be an id: 1-64 of A-Z a-z 0-9 _ -")
     if role in (Role.MERCHANT, Role.SERVICE) and shop is None:
         raise unauthenticated(f"a {role} token must name its shop")
     return Claims(sub=sub, role=role, shop=shop, exp=int(payload["exp"]))

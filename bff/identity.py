@@ -3,19 +3,20 @@
 A real provider calls the platform (Alipay ``alipay.system.oauth.token`` or
 WeChat ``code2session``); it is plugged in by configuration
 (``identity.provider = "package.module:ClassName"``), a class built with the
-settings and exposing ``async resolve(auth_code) -> user_id | None``.
+settings and exposing ``async resolve(auth_code) -> user_id | None``. The user
+id must be an id as paths spell them (``bff.auth.is_id``); POST /session refuses
+any other with 401 rather than mint a token no merchant path can address.
 """
 
 from __future__ import annotations
 
 import importlib
-import re
 from typing import Protocol
 
+from bff.auth import is_id
 from config.loader import ConfigError, Settings
 
 DEV_PREFIX = "dev:"
-USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class IdentityProvider(Protocol):
@@ -44,7 +45,7 @@ class DevIdentityProvider:
         if not auth_code.startswith(DEV_PREFIX):
             return None
         user_id = auth_code[len(DEV_PREFIX) :]
-        return user_id if USER_ID.match(user_id) else None
+        return user_id if is_id(user_id) else None
 
 
 def build_identity_provider(settings: Settings) -> IdentityProvider:

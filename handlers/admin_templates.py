@@ -75,7 +75,12 @@ async def get_template(call: Call) -> dict[str, Any]:
     body=TemplatePatchSchema,
     reply=TemplateOutSchema,
     errors=NOT_FOUND,
-    description="Changes status, name, description, claim_end, or increases a limited stock.",
+    description=(
+        "Changes name, description, cover_image, product_code, claim_page, redeem_page (at any "
+        "time; null clears cover_image and product_code and resets claim_page to the shop's "
+        "default), status, a later claim_end, or increases a limited stock. 400 "
+        "LANDING_PAGES_IDENTICAL when the patched template's two pages are the same page."
+    ),
     changes_prices=True,
 )
 async def patch_template(call: Call) -> dict[str, Any]:

@@ -619,7 +619,12 @@ async def test_patch_empty_body(client, make_template, merchant):
     [
         ({"benefit": {"type": "no_threshold", "amount_off": 100}}, "benefit"),
         ({"claim_start": "2026-11-01T00:00:00+08:00"}, "claim_start"),
-        ({"redeem_page": "pages/x/y"}, "redeem_page"),
+        ({"codes": {"type": "random"}}, "codes"),
+        ({"claim_methods": ["auto"]}, "claim_methods"),
+        ({"stacking": {"with_other_coupons": True}}, "stacking"),
+        ({"audience": {"type": "members"}}, "audience"),
+        ({"risk_check": True}, "risk_check"),
+        ({"daily_limit": 5}, "daily_limit"),
     ],
 )
 async def test_patch_unchangeable_field(client, make_template, merchant, changes, field):

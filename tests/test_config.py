@@ -126,3 +126,7 @@ def test_run_py_token_mints_a_verifiable_token(tmp_path):
         ["token", "--role", "merchant", "--sub", "m1"], {"BFF_JWT_SECRET": SECRET}, tmp_path
     )
     assert refused.returncode == 2 and "--shop" in refused.stderr
+    # The server would refuse a sub outside the id pattern, so the CLI never signs one.
+    bad_sub = _run(["token", "--sub", "u 1"], {"BFF_JWT_SECRET": SECRET}, tmp_path)
+    assert bad_sub.returncode == 2 and "Traceback" not in bad_sub.stderr, bad_sub.stderr
+    assert bad_sub.stdout == ""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from bff.errors import ApiError
 from bff.schemas import (
     Bool,
     Cents,
@@ -18,7 +16,6 @@ from bff.schemas import (
     PagePath,
     PageQuery,
     Text,
-    page_of,
 )
 
 BENEFIT_TYPES = ("threshold", "no_threshold", "discount", "exchange", "gift")
@@ -28,6 +25,8 @@ MAX_STOCK = 1_000_000_000
 MAX_PREGENERATED = 100_000
 MAX_PER_USER = 1000
 ID_STRING = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Must be 1-64 of A-Z a-z 0-9 _ -.")
+
+COVER_REQUIRED = "Required when product_code is set: one png/jpg/jpeg URL."
 
 positive = validate.Range(min=1, error="Must be a positive integer.")
 
@@ -261,7 +260,7 @@ class TemplateInSchema(Schema):
         if validity["type"] == "absolute" and validity["end"] <= data["claim_start"]:
             fail("validity.end", "Must be after claim_start, or no claimed coupon could be used.")
         if data["product_code"] is not None and data["cover_image"] is None:
-            fail("cover_image", "Required when product_code is set: one png/jpg/jpeg URL.")
+            fail("cover_image", COVER_REQUIRED)
         codes_type = data["codes"]["type"]
         if codes_type in CODE_STOCK_TYPES:
             if data["stock"] is not None:
@@ -278,17 +277,8 @@ class TemplateInSchema(Schema):
         if errors:
             raise ValidationError(errors)
 
-    @validates_schema
-    def landing_pages_differ(self, data: dict[str, Any], **_: Any) -> None:
-        claim_page = data["claim_page"] or "pages/index/index"
-        if page_of(claim_page) == page_of(data["redeem_page"]):
-            raise ApiError(
-                HTTPStatus.BAD_REQUEST,
-                "LANDING_PAGES_IDENTICAL",
-                "claim_page and redeem_page must be different pages: the same page breaks "
-                "the jump at redemption",
-                {"claim_page": claim_page, "redeem_page": data["redeem_page"]},
-            )
+    # claim_page and redeem_page must differ (LANDING_PAGES_IDENTICAL): checked by the
+    # template service, which knows the configured default claim page (shop settings).
 
 
 class TemplateOutSchema(Schema):
@@ -325,12 +315,28 @@ class TemplateOutSchema(Schema):
 
 
 class TemplatePatchSchema(Schema):
-    """What can change after creation: wording, status, a later claim end, more stock."""
+    """What can change after creation: wording, display and landing fields (at any time,
+    claims or not), status, a later claim end, more stock. The rest is fixed at creation.
+
+    ``null`` clears ``product_code`` and ``cover_image`` and puts ``claim_page`` back to
+    the shop's default claim page; the cross-field rules hold on the patched template.
+    """
 
     name = Text(not_blank=True, validate=validate.Length(min=1, max=40))
     description = fields.String(
         validate=validate.Length(max=120, error="Must be at most 120 characters.")
     )
+    cover_image = ImageUrl(allow_none=True, metadata={"description": "null clears it"})
+    product_code = fields.String(
+        allow_none=True,
+        validate=ID_STRING,
+        metadata={"description": "null clears it; when set, cover_image is required"},
+    )
+    claim_page = PagePath(
+        allow_none=True,
+        metadata={"description": "领券承接页; null = the shop's default claim page"},
+    )
+    redeem_page = PagePath(metadata={"description": "券核销跳转页; shown on held coupons too"})
     status = fields.String(validate=validate.OneOf(STATUSES))
     claim_end = Instant()
     stock = Discriminated({"limited": LimitedStockSchema})
@@ -339,7 +345,8 @@ class TemplatePatchSchema(Schema):
     def not_empty(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
             raise ValidationError(
-                "Give at least one of: name, description, status, claim_end, stock."
+                "Give at least one of: name, description, cover_image, product_code, "
+                "claim_page, redeem_page, status, claim_end, stock."
             )
 
 

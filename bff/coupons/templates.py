@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
@@ -12,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bff import jsonutil
 from bff.clock import Clock
 from bff.coupons.codegen import insert_generated
-from bff.coupons.schemas import CODE_STOCK_TYPES
+from bff.coupons.schemas import CODE_STOCK_TYPES, COVER_REQUIRED
 from bff.db import tables
 from bff.db.engine import Database
 from bff.db.paging import newest_first
-from bff.errors import not_found, validation_failed
+from bff.errors import ApiError, not_found, validation_failed
+from bff.schemas import page_of
 
 T = tables.coupon_templates
 
@@ -38,6 +40,26 @@ def _stock_total(data: dict[str, Any]) -> int | None:
         return 0  # grows with each upload
     stock = data["stock"]
     return int(stock["total"]) if stock["type"] == "limited" else None
+
+
+def refuse_identical_pages(claim_page: str, redeem_page: str) -> None:
+    """DOMAIN.md's landing pages: the same page (query strings aside) breaks the jump at
+    redemption. Checked on the template as stored: the default claim page filled in, a
+    PATCH merged with what it leaves alone."""
+    if page_of(claim_page) == page_of(redeem_page):
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            "LANDING_PAGES_IDENTICAL",
+            "claim_page and redeem_page must be different pages: the same page breaks "
+            "the jump at redemption",
+            {"claim_page": claim_page, "redeem_page": redeem_page},
+        )
+
+
+def refuse_product_code_without_cover(spec: dict[str, Any], errors: dict[str, list[str]]) -> None:
+    """DOMAIN.md: when product_code is set, cover_image (one png/jpg/jpeg URL) is required."""
+    if spec.get("product_code") is not None and spec.get("cover_image") is None:
+        errors.setdefault("cover_image", []).append(COVER_REQUIRED)
 
 
 def template_from_row(row: Row[Any] | Any) -> dict[str, Any]:
@@ -103,10 +125,12 @@ class TemplateService:
         self.checks: list[Callable[[dict[str, Any]], None]] = []
 
     async def create(self, shop_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        # The configured default, not a hard-coded home page, is what the template stores.
+        data = {**data, "claim_page": data["claim_page"] or self.default_claim_page}
+        refuse_identical_pages(data["claim_page"], data["redeem_page"])
         for check in self.checks:
             check(data)
         now = self.clock.now()
-        data = {**data, "claim_page": data["claim_page"] or self.default_claim_page}
         values = {
             "shop_id": shop_id,
             "name": data["name"],
@@ -159,7 +183,7 @@ class TemplateService:
             row = await fetch_row(conn, shop_id, template_id, lock=True)
             if row is None:
                 raise not_found("coupon template")
-            values = _patch_values(row, changes)
+            values = _patch_values(row, changes, self.default_claim_page)
             values["updated_at"] = self.clock.now()
             values["version"] = T.c.version + 1
             await conn.execute(update(T).where(T.c.id == template_id).values(**values))
@@ -171,11 +195,23 @@ class TemplateService:
         return template
 
 
-def _patch_values(row: Any, changes: dict[str, Any]) -> dict[str, Any]:
-    """The column updates for a PATCH, refusing what cannot change."""
+def _patch_values(row: Any, changes: dict[str, Any], default_claim_page: str) -> dict[str, Any]:
+    """The column updates for a PATCH, refusing what cannot change.
+
+    Display and landing fields change at any time: coupons already issued read them from
+    the template (their redeem_page included), so a change shows everywhere at once. The
+    cross-field rules are checked on the merged template, not on the PATCH alone.
+    """
     errors: dict[str, list[str]] = {}
     values: dict[str, Any] = {}
     spec = dict(row.spec)
+    for field in ("cover_image", "product_code", "redeem_page"):
+        if field in changes:
+            spec[field] = changes[field]
+    if "claim_page" in changes:
+        spec["claim_page"] = changes["claim_page"] or default_claim_page
+    if "product_code" in changes or "cover_image" in changes:
+        refuse_product_code_without_cover(spec, errors)
     if "status" in changes:
         if row.status == "ended" and changes["status"] != "ended":
             errors["status"] = ["An ended template cannot be reopened."]
@@ -203,5 +239,7 @@ def _patch_values(row: Any, changes: dict[str, Any]) -> dict[str, Any]:
             spec["stock"] = {"type": "limited", "total": total}
     if errors:
         raise validation_failed(errors)
+    if "claim_page" in changes or "redeem_page" in changes:
+        refuse_identical_pages(spec["claim_page"], spec["redeem_page"])
     values["spec"] = spec
     return values

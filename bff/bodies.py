@@ -9,7 +9,8 @@ without a body (no ``Content-Length`` or ``Content-Length: 0``) needs no type.
 A JSON body is refused with 400 ``VALIDATION_FAILED`` when it is not UTF-8,
 not JSON, nested deeper than :data:`MAX_DEPTH` arrays and objects, or holds
 a lone surrogate (``"\\udc00"``: valid JSON, but not a Unicode string, so it
-cannot be encoded, hashed, stored or echoed). The checks cost nothing for
+cannot be encoded, hashed, stored or echoed; a query string is checked for
+them too, see :func:`query_of`). The checks cost nothing for
 ordinary bodies: the parsed tree is walked only when the raw bytes hold more
 than ``MAX_DEPTH`` brackets or an escaped surrogate.
 """
@@ -132,3 +133,18 @@ def _printable(key: Any) -> str:
 
 def has_lone_surrogate(text: str) -> bool:
     return _SURROGATE.search(text) is not None
+
+
+def query_of(request: web.BaseRequest) -> dict[str, str]:
+    """The query string as a dict; 400 when it holds a lone surrogate.
+
+    aiohttp's C parser refuses bytes that are not URL characters, and yarl decodes bad
+    percent-escapes to U+FFFD; the pure-Python parser lets raw bytes through as lone
+    surrogates (``surrogateescape``).
+    """
+    query = dict(request.query)
+    for key, value in query.items():
+        if _SURROGATE.search(key) or _SURROGATE.search(value):
+            name = "_query" if _SURROGATE.search(key) else key
+            raise validation_failed({name: [NOT_UNICODE]}, "invalid text")
+    return query

@@ -26,7 +26,7 @@ from marshmallow import Schema, ValidationError
 
 from bff import jsonutil
 from bff.auth import Claims, Role
-from bff.bodies import check_media_type, parse_json
+from bff.bodies import check_media_type, parse_json, query_of
 from bff.errors import forbidden, unauthenticated, validation_failed
 from bff.keys import CLAIMS, INVALIDATOR, RAW_CACHE_KEY, REPLY_CACHE
 from bff.schemas import ID_PATTERN, flatten_errors
@@ -242,7 +242,7 @@ def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
         body = None
         if body_schema is not None and not endpoint.multipart:
             body = load(body_schema, await read_json(request))
-        query = load(query_schema, dict(request.query)) if query_schema is not None else None
+        query = load(query_schema, query_of(request)) if query_schema is not None else None
         result = await endpoint.handler(Call(request, claims, body, query))
         if endpoint.changes_prices:
             await request.app[INVALIDATOR].shop_changed(request.match_info["shop_id"])

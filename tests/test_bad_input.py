@@ -138,7 +138,24 @@ def valid_bodies(clock: Any) -> dict[str, tuple[str, str, str, dict[str, Any]]]:
                 cover_image="https://img.example.com/a.png",
             ),
         ),
-        "patch_template": ("PATCH", template_url(1), "merchant", {"name": "n", "description": "d"}),
+        "patch_template": (
+            "PATCH",
+            template_url(1),
+            "merchant",
+            {
+                "name": "n",
+                "description": "d",
+                "status": "paused",
+                "claim_end": end,
+                "stock": {"type": "limited", "total": 10},
+            },
+        ),
+        "patch_pack": (
+            "PATCH",
+            shop_url("/admin/gift-packs/1"),
+            "merchant",
+            {"name": "pack", "ends_at": end, "min_level": 1, "gift": None, "status": "ended"},
+        ),
         "generate_codes": ("POST", template_url(1, "/codes"), "merchant", {"count": 1}),
         "grants": (
             "POST",
@@ -945,3 +962,38 @@ async def test_an_authorization_that_is_not_ascii_is_a_401(client, value):
 )
 def test_parser_refusals_are_classified_by_the_limit_they_hit(exc, status):
     assert classify(exc, MAX_URL_BYTES, MAX_HEADER_BYTES) == status
+
+
+# --- every field of every JSON route, with values of every JSON type --------------------------
+def _paths(value: Any, prefix: str = "") -> list[str]:
+    """Every field path of a body: "benefit", "benefit.amount_off", "items.0", ..."""
+    out: list[str] = []
+    children = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in children:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.append(path)
+        if isinstance(item, (dict, list)) and item:
+            out.extend(_paths(item, path))
+    return out
+
+
+WRONG_VALUES = [{}, [], None, True, 1.5, -1, 0, 2**70, "", "x" * 70_000, {"type": {}}, [[[]]]]
+
+
+JSON_ROUTES = [
+    "session", "claim", "claim_by_code", "prices", "checkout", "auto_claim", "template",
+    "patch_template", "patch_pack", "generate_codes", "grants", "product", "member", "pack",
+    "points", "offer", "redemption", "live_room", "pack_claim", "points_redeem",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("route", JSON_ROUTES)
+async def test_any_value_in_any_field_is_never_a_server_error(client, clock, headers_for, route):
+    method, path, caller, body = valid_bodies(clock)[route]
+    for field in _paths(body):
+        for value in WRONG_VALUES:
+            raw = raw_json(with_value(body, field, value))
+            response = await send(client, headers_for(caller), method, path, raw)
+            assert response.status < 500, (field, value, await response.text())
+            if response.status >= 400:
+                error_of(await response.json())

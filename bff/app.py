@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bff import protocol
 from bff.auth import TokenCodec, auth_middleware
 from bff.cache import Invalidator, ReplyCache, listen
 from bff.catalog import ProductService
@@ -91,9 +92,11 @@ log = logging.getLogger("bff.app")
 def create_app(
     settings: Settings, *, clock: Clock | None = None, base_dir: Path | None = None
 ) -> web.Application:
+    protocol.install()  # the HTTP parser's refusals in the error shape (bff.protocol)
     app = web.Application(
         middlewares=[observe_middleware, error_middleware, auth_middleware],
         client_max_size=settings.server.max_body_bytes,
+        handler_args=protocol.HANDLER_ARGS,
     )
     clock = clock or SystemClock()
     app[SETTINGS] = settings

@@ -188,7 +188,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[CLAIMS] = None
         return await handler(request)
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    # A JWT is ASCII; other bytes arrive as lone surrogates that no codec could encode.
+    if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
         raise unauthenticated("Authorization must be 'Bearer <token>'")
     request[CLAIMS] = request.app[TOKENS].decode(token.strip())
     return await handler(request)

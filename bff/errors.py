@@ -11,6 +11,7 @@ else is logged with the request id and answered as a plain 500.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -19,6 +20,7 @@ from typing import Any
 import redis.exceptions
 import sqlalchemy.exc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bff import jsonutil
 from bff.keys import SETTINGS
@@ -82,8 +84,14 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": dict(details or {})}}
+    try:
+        encoded = jsonutil.dumps(body)
+    except UnicodeEncodeError:
+        # Text that is not Unicode (a lone surrogate) in a message: escape it rather than
+        # turn a refusal into a 500. Request bodies are checked before this (bff.bodies).
+        encoded = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode()
     return web.Response(
-        body=jsonutil.dumps(body),
+        body=encoded,
         status=int(status),
         content_type="application/json",
         headers=headers,
@@ -96,7 +104,9 @@ _HTTP_CODES: dict[int, tuple[str, str]] = {
     HTTPStatus.METHOD_NOT_ALLOWED: ("METHOD_NOT_ALLOWED", "method not allowed on this path"),
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("PAYLOAD_TOO_LARGE", "request body too large"),
     HTTPStatus.BAD_REQUEST: ("VALIDATION_FAILED", "bad request"),
-    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ("VALIDATION_FAILED", "unsupported media type"),
+    HTTPStatus.REQUEST_URI_TOO_LONG: ("URI_TOO_LONG", "request URL too long"),
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ("UNSUPPORTED_MEDIA_TYPE", "unsupported media type"),
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: ("HEADERS_TOO_LARGE", "request headers too large"),
 }
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -139,6 +149,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except HttpProcessingError as exc:
+        # The body could not be read as HTTP (a broken chunked encoding, say): the
+        # request is malformed. aiohttp's message may quote the request: not echoed.
+        log.info("malformed request body: %s", type(exc).__name__)
+        return error_response(
+            HTTPStatus.BAD_REQUEST,
+            "VALIDATION_FAILED",
+            "malformed request",
+            {"_body": ["Malformed HTTP message."]},
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -11,7 +11,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
 from bff import jsonutil
+from bff.bodies import MAX_DEPTH
 from bff.openapi_examples import FLOWS, REPLY_EXAMPLES, REQUEST_EXAMPLES
+from bff.protocol import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from bff.routing import Endpoint
 from bff.schemas import Bool, Discriminated, ErrorReply, Int
 
@@ -27,6 +29,15 @@ Errors always have the shape
 Money is in integer cents; times are ISO-8601 with an offset.
 """
 
+# What bff.bodies and bff.protocol refuse before any operation runs.
+LIMITS = f"""A request body is `application/json` (UTF-8; `charset=utf-8` optional), or
+`multipart/form-data` where an operation takes files; anything else is 415
+`UNSUPPORTED_MEDIA_TYPE`. JSON nested more than {MAX_DEPTH} levels, or holding a lone
+surrogate (`"\\udc00"`), is 400 `VALIDATION_FAILED`. A request URL over {MAX_URL_BYTES}
+bytes is 414 `URI_TOO_LONG`; a header over {MAX_HEADER_BYTES} bytes, or more than
+{MAX_HEADERS} headers, 431 `HEADERS_TOO_LARGE`; neither echoes the request.
+"""
+
 _ERROR_TEXT = {
     HTTPStatus.BAD_REQUEST: "VALIDATION_FAILED (details: field -> messages) or another 400 code",
     HTTPStatus.UNAUTHORIZED: "UNAUTHENTICATED",
@@ -34,6 +45,8 @@ _ERROR_TEXT = {
     HTTPStatus.NOT_FOUND: "NOT_FOUND",
     HTTPStatus.CONFLICT: "a business rule refused the request (see the code)",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "PAYLOAD_TOO_LARGE",
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE (a body that is not "
+    "application/json, or multipart/form-data where the operation takes files)",
     HTTPStatus.TOO_MANY_REQUESTS: "RATE_LIMITED (with Retry-After)",
     HTTPStatus.SERVICE_UNAVAILABLE: "UNAVAILABLE (a dependency is down; with Retry-After)",
 }
@@ -65,7 +78,7 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
         version=version,
         openapi_version="3.0.2",
         plugins=[plugin],
-        info={"description": DESCRIPTION + "\n" + FLOWS},
+        info={"description": DESCRIPTION + "\n" + LIMITS + "\n" + FLOWS},
     )
     if plugin.converter is None:  # set by APISpec.__init__; a plugin change would break here
         raise RuntimeError("apispec MarshmallowPlugin has no converter")
@@ -141,6 +154,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     statuses = set(endpoint.errors) | {HTTPStatus.SERVICE_UNAVAILABLE}
     if endpoint.body is not None or endpoint.query is not None:
         statuses.add(HTTPStatus.BAD_REQUEST)
+    if endpoint.body is not None or endpoint.method != "GET":
+        statuses.add(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)  # bff.bodies
     if not endpoint.auth.public:
         statuses |= {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}
     for status in sorted(statuses):

@@ -16,7 +16,6 @@ drift from what is enforced.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -27,6 +26,7 @@ from marshmallow import Schema, ValidationError
 
 from bff import jsonutil
 from bff.auth import Claims, Role
+from bff.bodies import check_media_type, parse_json, query_of
 from bff.errors import forbidden, unauthenticated, validation_failed
 from bff.keys import CLAIMS, INVALIDATOR, RAW_CACHE_KEY, REPLY_CACHE
 from bff.schemas import ID_PATTERN, flatten_errors
@@ -193,14 +193,16 @@ def check_access(endpoint: Endpoint, request: web.Request) -> Claims | None:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; malformed JSON is 400, a body over the limit 413."""
+    """The request body as JSON (``{}`` when there is none); 415 when it is declared as
+    something else, 400 when it is not UTF-8 JSON within bff.bodies' limits, 413 over
+    the size limit."""
+    if not request.body_exists:
+        return {}
+    check_media_type(request, multipart=False)
     raw = await request.read()
     if not raw:
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise validation_failed({"_body": ["Malformed JSON."]}, "request body is not JSON") from exc
+    return parse_json(raw)
 
 
 def load(schema: Schema, data: Any) -> Any:
@@ -225,6 +227,10 @@ def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
 
     async def view(request: web.Request) -> web.StreamResponse:
         claims = check_access(endpoint, request)
+        # A JSON route takes JSON; one that takes nothing ignores a body, but not one
+        # declared as something else; one that takes files checks in its handler.
+        if not endpoint.multipart:
+            check_media_type(request, multipart=False)
         if endpoint.raw_cache_key is not None:
             raw = await request.read() if request.body_exists else b""
             raw_key = endpoint.raw_cache_key(request, claims, raw)
@@ -236,7 +242,7 @@ def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
         body = None
         if body_schema is not None and not endpoint.multipart:
             body = load(body_schema, await read_json(request))
-        query = load(query_schema, dict(request.query)) if query_schema is not None else None
+        query = load(query_schema, query_of(request)) if query_schema is not None else None
         result = await endpoint.handler(Call(request, claims, body, query))
         if endpoint.changes_prices:
             await request.app[INVALIDATOR].shop_changed(request.match_info["shop_id"])

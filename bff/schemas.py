@@ -30,7 +30,12 @@ DEFAULT_LIMIT = 20
 
 
 class Int(fields.Integer):
-    """An integer that refuses booleans, floats and numeric strings."""
+    """An integer that refuses booleans, floats and numeric strings.
+
+    Every field also declares the range its column and the business allow; beyond
+    that, nothing outside a signed 64-bit integer (BIGINT) gets past here, so a
+    number can never overflow a driver or a column.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(strict=True, **kwargs)
@@ -38,7 +43,10 @@ class Int(fields.Integer):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool):
             raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if not -MAX_ID - 1 <= number <= MAX_ID:
+            raise ValidationError("Must be a 64-bit integer.")
+        return number
 
 
 class Cents(Int):
@@ -152,7 +160,8 @@ class Discriminated(fields.Field):
         if not isinstance(value, Mapping):
             raise ValidationError("Must be an object with a type.")
         kind = value.get("type")
-        if kind not in self._instances:
+        # Only a string can name a schema: {} or [] as the type is refused, not hashed.
+        if not isinstance(kind, str) or kind not in self._instances:
             raise ValidationError({"type": [f"Must be one of: {', '.join(self.schemas)}."]})
         return kind, self._instances[kind]
 

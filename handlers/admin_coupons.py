@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bff.bodies import check_media_type, is_multipart
 from bff.coupons.wallet import CouponSchema
 from bff.errors import validation_failed
 from bff.keys import CODES_SERVICE, GRANTS, WALLET
@@ -79,7 +80,8 @@ async def import_codes(call: Call) -> dict[str, Any]:
 async def grant(call: Call) -> web.Response:
     """Issue a template's coupon to a list of users."""
     request = call.request
-    if request.content_type.startswith("multipart/"):
+    check_media_type(request, multipart=True)
+    if is_multipart(request):
         text, form = await read_form(request)
         if text is None:
             return _missing_file()

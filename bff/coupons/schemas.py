@@ -233,7 +233,14 @@ class TemplateInSchema(Schema):
         load_default=1,
         validate=validate.Range(min=1, max=MAX_PER_USER, error="Must be a positive integer."),
     )
-    daily_limit = Int(load_default=None, allow_none=True, validate=positive)
+    daily_limit = Int(
+        load_default=None,
+        allow_none=True,
+        # The column and the day's count are 32-bit INT: at most the largest stock.
+        validate=validate.Range(
+            min=1, max=MAX_STOCK, error=f"Must be a positive integer up to {MAX_STOCK}."
+        ),
+    )
     audience = Discriminated(AUDIENCE_SCHEMAS, load_default=lambda: {"type": "all"})
     new_member_exclusive = Bool(load_default=False)
     stacking = fields.Nested(StackingSchema, load_default=lambda: StackingSchema().load({}))

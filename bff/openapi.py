@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from http import HTTPStatus
 from typing import Any
 
@@ -15,7 +14,17 @@ from bff.bodies import MAX_DEPTH
 from bff.openapi_examples import FLOWS, REPLY_EXAMPLES, REQUEST_EXAMPLES
 from bff.protocol import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from bff.routing import Endpoint
-from bff.schemas import Bool, Discriminated, ErrorReply, Int
+from bff.schemas import (
+    MAX_CENTS,
+    PAGE_PATH,
+    Bool,
+    Cents,
+    Discriminated,
+    ErrorReply,
+    ImageUrl,
+    Int,
+    PagePath,
+)
 
 DESCRIPTION = """Coupon backend-for-frontend for mini-program storefronts.
 
@@ -38,37 +47,124 @@ bytes is 414 `URI_TOO_LONG`; a header over {MAX_HEADER_BYTES} bytes, or more tha
 {MAX_HEADERS} headers, 431 `HEADERS_TOO_LARGE`; neither echoes the request.
 """
 
-_ERROR_TEXT = {
-    HTTPStatus.BAD_REQUEST: "VALIDATION_FAILED (details: field -> messages) or another 400 code",
-    HTTPStatus.UNAUTHORIZED: "UNAUTHENTICATED",
-    HTTPStatus.FORBIDDEN: "FORBIDDEN (wrong role or shop)",
-    HTTPStatus.NOT_FOUND: "NOT_FOUND",
-    HTTPStatus.CONFLICT: "a business rule refused the request (see the code)",
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "PAYLOAD_TOO_LARGE",
-    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE (a body that is not "
-    "application/json, or multipart/form-data where the operation takes files)",
-    HTTPStatus.TOO_MANY_REQUESTS: "RATE_LIMITED (with Retry-After)",
-    HTTPStatus.SERVICE_UNAVAILABLE: "UNAVAILABLE (a dependency is down; with Retry-After)",
+# Every error status an operation can answer, as a reusable response: name, description.
+ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
+    HTTPStatus.BAD_REQUEST: (
+        "BadRequest",
+        "VALIDATION_FAILED (details: field -> messages), or another 400 code of the "
+        "operation (LANDING_PAGES_IDENTICAL, POLICY_VIOLATION)",
+    ),
+    HTTPStatus.UNAUTHORIZED: (
+        "Unauthenticated",
+        "UNAUTHENTICATED: the bearer token is missing (where one is needed), malformed, "
+        "expired, or has a wrong signature or issuer; a bad token is refused on every path",
+    ),
+    HTTPStatus.FORBIDDEN: (
+        "Forbidden",
+        "FORBIDDEN (a role that may not call this path, or a token acting for another shop); "
+        "on claims also NOT_ELIGIBLE, RISK_REJECTED",
+    ),
+    HTTPStatus.NOT_FOUND: (
+        "NotFound",
+        "NOT_FOUND: no such resource, or a path id outside its pattern (no route matches)",
+    ),
+    HTTPStatus.CONFLICT: (
+        "Conflict",
+        "a business rule refused the request (see error.code: SOLD_OUT, DAILY_SOLD_OUT, "
+        "LIMIT_REACHED, WALLET_FULL, ALREADY_CLAIMED, NOT_STARTED, CLAIM_ENDED, "
+        "INSUFFICIENT_POINTS, COUPON_NOT_USABLE, IDEMPOTENCY_CONFLICT, PACK_WINDOW_OVERLAP, ...)",
+    ),
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("PayloadTooLarge", "PAYLOAD_TOO_LARGE"),
+    HTTPStatus.REQUEST_URI_TOO_LONG: (
+        "UriTooLong",
+        "URI_TOO_LONG: the request line is over the server's limit (nothing of it is echoed)",
+    ),
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: (
+        "UnsupportedMediaType",
+        "UNSUPPORTED_MEDIA_TYPE: the body is neither application/json nor, where the "
+        "operation takes a file, multipart/form-data",
+    ),
+    HTTPStatus.TOO_MANY_REQUESTS: ("RateLimited", "RATE_LIMITED; wait Retry-After seconds"),
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: (
+        "HeadersTooLarge",
+        "HEADERS_TOO_LARGE: a header is over the server's limit (nothing of it is echoed)",
+    ),
+    HTTPStatus.SERVICE_UNAVAILABLE: (
+        "Unavailable",
+        "UNAVAILABLE: a dependency is down or did not answer within its deadline; nothing was "
+        "half-done; retry after Retry-After seconds",
+    ),
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+# Answered before routing (the HTTP parser's limits), so by every operation.
+_ALWAYS = {
+    HTTPStatus.UNAUTHORIZED,
+    HTTPStatus.REQUEST_URI_TOO_LONG,
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
 }
 
 
 def _discriminated_properties(
     plugin: MarshmallowPlugin, field: fields.Field, **_: Any
 ) -> dict[str, Any]:
+    """``oneOf`` the member schemas, with the ``type`` value -> member ``mapping``.
+
+    Without the mapping, OpenAPI says the wire value is the member schema's name
+    (``ThresholdBenefit``), so a generated client could not decode ``threshold``.
+    Each member declares ``type`` as required with an enum of its one value.
+    """
     if not isinstance(field, Discriminated):
         return {}
-    refs = []
+    refs, mapping = [], {}
     for kind, schema in field.schemas.items():
         name = f"{schema.__name__.removesuffix('Schema')}"
         if name not in plugin.spec.components.schemas:
             plugin.spec.components.schema(name, schema=schema)
-            plugin.spec.components.schemas[name].setdefault("properties", {})["type"] = {
-                "type": "string",
-                "enum": [kind],
-            }
-            plugin.spec.components.schemas[name].setdefault("required", []).insert(0, "type")
-        refs.append({"$ref": f"#/components/schemas/{name}"})
-    return {"oneOf": refs, "discriminator": {"propertyName": "type"}}
+            component = plugin.spec.components.schemas[name]
+            component.setdefault("properties", {})["type"] = {"type": "string", "enum": [kind]}
+            component.setdefault("required", []).insert(0, "type")
+        declared = plugin.spec.components.schemas[name]["properties"]["type"]
+        if declared.get("enum") != [kind]:  # one member schema under two type values
+            raise RuntimeError(f"{name} is the member for {declared.get('enum')} and {kind!r}")
+        ref = f"#/components/schemas/{name}"
+        refs.append({"$ref": ref})
+        mapping[kind] = ref
+    return {"oneOf": refs, "discriminator": {"propertyName": "type", "mapping": mapping}}
+
+
+def _nullable_nested(field: fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
+    """A nested object or null: ``nullable`` around an ``allOf`` of its one ``$ref``.
+
+    apispec spells it ``anyOf: [$ref, {type: object, nullable: true}]`` for 3.0, whose
+    second branch accepts *any* object: a generated client would type it as a union.
+    """
+    branches = ret.get("anyOf")
+    if not field.allow_none or not isinstance(branches, list) or len(branches) != 2:
+        return {}
+    refs = [branch for branch in branches if set(branch) == {"$ref"}]
+    if len(refs) != 1 or {"type": "object", "nullable": True} not in branches:
+        return {}
+    del ret["anyOf"]
+    return {"nullable": True, "allOf": refs}
+
+
+# The checks of our field classes the document can state (their messages stay the API's).
+_IMAGE_URL = r"^[hH][tT][tT][pP][sS]?://[^/?#]+/[^?#]*\.([pP][nN][gG]|[jJ][pP][eE]?[gG])([?#].*)?$"
+
+
+def _field_bounds(field: fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(field, Cents):
+        return {"maximum": min(ret.get("maximum", MAX_CENTS), MAX_CENTS)}
+    if isinstance(field, PagePath):
+        return {"pattern": PAGE_PATH.pattern, "maxLength": 256}
+    if isinstance(field, ImageUrl):
+        return {"pattern": _IMAGE_URL, "maxLength": 512, "format": "uri"}
+    return {}
 
 
 def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str, Any]:
@@ -87,10 +183,24 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
     plugin.converter.add_attribute_function(
         lambda self, field, **kw: _discriminated_properties(plugin, field, **kw)
     )
+    plugin.converter.add_attribute_function(
+        lambda self, field, ret, **kw: _nullable_nested(field, ret)
+    )
+    plugin.converter.add_attribute_function(
+        lambda self, field, ret, **kw: _field_bounds(field, ret)
+    )
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
     spec.components.schema("Error", schema=ErrorReply)
+    for status, (name, description) in ERROR_RESPONSES.items():
+        response: dict[str, Any] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        if status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
+            response["headers"] = _RETRY_AFTER
+        spec.components.response(name, response)
     for endpoint in endpoints:
         spec.path(
             path=endpoint.openapi_path, operations={endpoint.method.lower(): _operation(endpoint)}
@@ -116,7 +226,65 @@ def _schema_name(schema: Any) -> str:
     return name + "".join(modifiers)
 
 
+def path_patterns(path: str) -> dict[str, str]:
+    """``/shops/{shop_id:[A-Za-z0-9_-]{1,64}}`` -> ``{"shop_id": "^[A-Za-z0-9_-]{1,64}$"}``."""
+    out: dict[str, str] = {}
+    depth, current = 0, ""
+    for char in path:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        if depth >= 1:
+            current += char
+        elif current:
+            name, _, pattern = current.removeprefix("{").partition(":")
+            out[name] = "^" + (pattern or "[^{}/]+") + "$"
+            current = ""
+    return out
+
+
+def statuses(endpoint: Endpoint) -> set[HTTPStatus]:
+    """Every error status the endpoint can answer (see ``_operation``)."""
+    found = set(endpoint.errors) | _ALWAYS
+    if not endpoint.offline:
+        found.add(HTTPStatus.SERVICE_UNAVAILABLE)
+    if endpoint.body is not None or endpoint.form is not None or endpoint.query is not None:
+        found.add(HTTPStatus.BAD_REQUEST)
+    if endpoint.body is not None or endpoint.form is not None:
+        found.add(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    if endpoint.body is not None or endpoint.form is not None or endpoint.method != "GET":
+        found.add(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)  # a body of another type (bff.bodies)
+    if path_patterns(endpoint.path):
+        # An id outside its pattern matches no route: 404, like an unknown id.
+        found.add(HTTPStatus.NOT_FOUND)
+    if not endpoint.auth.public:
+        found.add(HTTPStatus.FORBIDDEN)
+    return found
+
+
+def _request_body(endpoint: Endpoint) -> dict[str, Any] | None:
+    content: dict[str, Any] = {}
+    example = endpoint.example or REQUEST_EXAMPLES.get(endpoint.handler.__name__)
+    if endpoint.body is not None and not (endpoint.multipart and endpoint.form is None):
+        content["application/json"] = {"schema": endpoint.body}
+        if example is not None:
+            content["application/json"]["example"] = example
+    if endpoint.multipart:
+        content["multipart/form-data"] = {"schema": endpoint.form or endpoint.body}
+    if not content:
+        return None
+    return {"required": True, "content": content}
+
+
 def _operation(endpoint: Endpoint) -> dict[str, Any]:
+    """One operation: parameters, body, the success reply and every error status.
+
+    The errors: 401, 414 and 431 everywhere (a bad token is refused on every path; the
+    URL and header limits apply before routing); 503 unless the endpoint is offline;
+    400 with a body or query; 413 and 415 with a body; 404 with a path parameter; 403
+    with a role; and what the endpoint declares (404, 409, 429, ...).
+    """
     operation: dict[str, Any] = {
         "summary": endpoint.summary,
         "operationId": endpoint.handler.__name__,
@@ -131,36 +299,35 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         operation["description"] = (operation.get("description", "") + "\n\n" + note).strip()
         operation["security"] = [{"bearer": []}] + ([{}] if endpoint.auth.anonymous else [])
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{(\w+)}", endpoint.openapi_path)
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": p}}
+        for name, p in path_patterns(endpoint.path).items()
     ]
     if endpoint.query is not None:
         parameters.append({"in": "query", "schema": endpoint.query})
     if parameters:
         operation["parameters"] = parameters
-    if endpoint.body is not None:
-        media = "multipart/form-data" if endpoint.multipart else "application/json"
-        content: dict[str, Any] = {"schema": endpoint.body}
-        example = endpoint.example or REQUEST_EXAMPLES.get(endpoint.handler.__name__)
-        if example is not None:
-            content["example"] = example
-        operation["requestBody"] = {"required": True, "content": {media: content}}
-    ok: dict[str, Any] = {"description": HTTPStatus(endpoint.status).phrase}
-    if endpoint.reply is not None:
-        ok["content"] = {"application/json": {"schema": endpoint.reply}}
-        if endpoint.handler.__name__ in REPLY_EXAMPLES:
-            ok["content"]["application/json"]["example"] = REPLY_EXAMPLES[endpoint.handler.__name__]
-    operation["responses"][str(int(endpoint.status))] = ok
-    statuses = set(endpoint.errors) | {HTTPStatus.SERVICE_UNAVAILABLE}
-    if endpoint.body is not None or endpoint.query is not None:
-        statuses.add(HTTPStatus.BAD_REQUEST)
-    if endpoint.body is not None or endpoint.method != "GET":
-        statuses.add(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)  # bff.bodies
-    if not endpoint.auth.public:
-        statuses |= {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}
-    for status in sorted(statuses):
-        operation["responses"][str(int(status))] = {
-            "description": _ERROR_TEXT.get(status, status.phrase),
-            "content": {"application/json": {"schema": "Error"}},
-        }
+    body = _request_body(endpoint)
+    if body is not None:
+        operation["requestBody"] = body
+    for status in (endpoint.status, *endpoint.also):
+        operation["responses"][str(int(status))] = _success(endpoint, status)
+    for status in sorted(statuses(endpoint)):
+        name, _ = ERROR_RESPONSES[status]
+        operation["responses"][str(int(status))] = {"$ref": f"#/components/responses/{name}"}
     return operation
+
+
+def _success(endpoint: Endpoint, status: HTTPStatus) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+    if status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+        return ok
+    if endpoint.reply is not None:
+        media: dict[str, Any] = {"schema": endpoint.reply}
+        if endpoint.handler.__name__ in REPLY_EXAMPLES:
+            media["example"] = REPLY_EXAMPLES[endpoint.handler.__name__]
+        ok["content"] = {"application/json": media}
+    elif endpoint.media_types == ("application/json",):
+        ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    else:
+        ok["content"] = {kind: {"schema": {"type": "string"}} for kind in endpoint.media_types}
+    return ok

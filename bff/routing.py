@@ -96,7 +96,18 @@ class Endpoint:
     status: HTTPStatus = HTTPStatus.OK
     tags: tuple[str, ...] = ()
     errors: tuple[HTTPStatus, ...] = ()
+    # The route takes a file: the body is multipart/form-data, read by the handler. Its
+    # form is ``form``, or ``body`` when ``form`` is None; with ``form`` set, ``body`` is
+    # the JSON alternative the handler also takes (the document lists both).
     multipart: bool = False
+    form: type[Schema] | None = None
+    # Other success statuses answered with the same reply (POST /membership: 201 on
+    # joining, 200 for a member already), for the document.
+    also: tuple[HTTPStatus, ...] = ()
+    # The success reply's media types, for the document (text/html for a page).
+    media_types: tuple[str, ...] = ("application/json",)
+    # Answered without the database or Redis: the document lists no 503.
+    offline: bool = False
     description: str = ""
     example: Mapping[str, Any] | None = None
     # An admin write that changes what shoppers pay: after it succeeds, cached price

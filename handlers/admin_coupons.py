@@ -17,6 +17,7 @@ from handlers.uploads import read_form
 from widgets.claim.schemas import (
     GenerateCodesInSchema,
     GenerateCodesReplySchema,
+    GrantFormSchema,
     GrantInSchema,
     GrantReplySchema,
     ImportCodesInSchema,
@@ -70,6 +71,7 @@ async def import_codes(call: Call) -> dict[str, Any]:
     auth=MERCHANT,
     body=GrantInSchema,
     multipart=True,
+    form=GrantFormSchema,
     reply=GrantReplySchema,
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),

@@ -82,13 +82,19 @@ def _reply(request: web.Request, file: StaticFile, cache_control: str) -> web.Re
     return response
 
 
-@routes.get("/demo", auth=PUBLIC)
+@routes.get(
+    "/demo",
+    auth=PUBLIC,
+    offline=True,
+    media_types=("text/html",),
+    also=(HTTPStatus.NOT_MODIFIED,),
+)
 async def demo_page(call: Call) -> web.Response:
     """The demo storefront: every widget against this API (see ``python run.py --demo``)."""
     return _reply(call.request, assets()["index.html"], REVALIDATE)
 
 
-@routes.get("/demo/config.json", auth=PUBLIC)
+@routes.get("/demo/config.json", auth=PUBLIC, offline=True, also=(HTTPStatus.NOT_MODIFIED,))
 async def demo_config(call: Call) -> web.Response:
     """What the demo page needs to know: the demo shop and whether it may sign shoppers in."""
     body = jsonutil.dumps(
@@ -110,7 +116,14 @@ def _dev_sign_in(call: Call) -> bool:
     return isinstance(call.app[IDENTITY], DevIdentityProvider)
 
 
-@routes.get("/demo/{asset:[a-z]+\\.(?:js|css)}", auth=PUBLIC, errors=(HTTPStatus.NOT_FOUND,))
+@routes.get(
+    "/demo/{asset:[a-z]+\\.(?:js|css)}",
+    auth=PUBLIC,
+    errors=(HTTPStatus.NOT_FOUND,),
+    offline=True,
+    media_types=tuple(ASSETS.values()),
+    also=(HTTPStatus.NOT_MODIFIED,),
+)
 async def demo_asset(call: Call) -> web.Response:
     """The page's script and style sheet."""
     name = call.path("asset")

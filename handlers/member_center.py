@@ -26,6 +26,7 @@ _claim_reply = PackClaimReplySchema()
     auth=USER,
     reply=MembershipReplySchema,
     status=HTTPStatus.CREATED,
+    also=(HTTPStatus.OK,),
     example={},
     description=(
         "Join the shop's membership: 201 when the user joins or rejoins, 200 when already a "

@@ -17,7 +17,7 @@ routes = Routes(prefix="", tag="system")
 READY_TIMEOUT_SECONDS = 2.0
 
 
-@routes.get("/healthz", auth=PUBLIC)
+@routes.get("/healthz", auth=PUBLIC, offline=True)
 async def healthz(call: Call) -> web.Response:
     """200 while the process lives."""
     return json_response({"status": "ok"})
@@ -48,7 +48,7 @@ async def readyz(call: Call) -> web.Response:
     )
 
 
-@routes.get(API_PREFIX + "/ping", auth=PUBLIC)
+@routes.get(API_PREFIX + "/ping", auth=PUBLIC, offline=True)
 async def ping(call: Call) -> web.Response:
     """A minimal JSON reply through the full middleware stack.
 
@@ -59,7 +59,7 @@ async def ping(call: Call) -> web.Response:
     return json_response({"pong": True})
 
 
-@routes.get("/metrics", auth=PUBLIC)
+@routes.get("/metrics", auth=PUBLIC, offline=True, media_types=("text/plain",))
 async def metrics(call: Call) -> web.Response:
     """Prometheus text: requests by route, method and status; latency histogram."""
     response = web.Response(body=call.app[METRICS].render())
@@ -67,7 +67,7 @@ async def metrics(call: Call) -> web.Response:
     return response
 
 
-@routes.get(API_PREFIX + "/openapi.json", auth=PUBLIC)
+@routes.get(API_PREFIX + "/openapi.json", auth=PUBLIC, offline=True)
 async def openapi(call: Call) -> web.Response:
     """The machine-readable contract, generated from the schemas that validate requests."""
     return web.Response(body=call.app[OPENAPI], content_type="application/json")
@@ -76,7 +76,7 @@ async def openapi(call: Call) -> web.Response:
 _DOCS_PAGE = resources.files("bff").joinpath("static/docs.html")
 
 
-@routes.get("/docs", auth=PUBLIC)
+@routes.get("/docs", auth=PUBLIC, offline=True, media_types=("text/html",))
 async def docs(call: Call) -> web.Response:
     """The OpenAPI document rendered for people (no resource fetched from the internet)."""
     return web.Response(body=_DOCS_PAGE.read_bytes(), content_type="text/html", charset="utf-8")

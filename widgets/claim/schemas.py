@@ -91,6 +91,16 @@ class GrantInSchema(Schema):
     request_id = fields.String(required=True, validate=REQUEST_ID)
 
 
+class GrantFormSchema(Schema):
+    """The multipart form of a grant: the same request, the users as a file."""
+
+    file = fields.Raw(
+        required=True,
+        metadata={"type": "string", "format": "binary", "description": "one user id per line"},
+    )
+    request_id = fields.String(required=True, validate=REQUEST_ID)
+
+
 class GrantedSchema(Schema):
     user_id = fields.String(required=True)
     coupon_id = fields.Integer(required=True)

@@ -512,6 +512,18 @@ def test_issue15_no_coupon_spent_for_nothing(impl, small_first):
         assert refused(impl, lines, [small, large]) == {"small"}
 
 
+def test_a_coupon_taking_nothing_is_not_used_even_to_lift_a_threshold(impl):
+    """Decision (docs/ISSUE15-oracle.md): a coupon that takes no cent makes a combination
+    unusable, as ``evaluate`` refuses it, even where it would help another coupon."""
+    lines = [line("p1", 1, 1000, promo=900)]
+    b = coupon("b", 1, off(300, threshold=1000))
+    # c refuses store promotions, so with it p1 is at list 1000 and b's threshold is met
+    # (1000 - 300 = 700), but c itself takes max(1000 - 1000, 0) = 0: spent for nothing.
+    c = coupon("c", 2, exchange("p1", 1000), with_promotions=False)
+    assert refused(impl, lines, [b, c]) == {"c"}
+    check(impl.best(lines, [b, c]), payable=900, coupons={})
+
+
 def test_held_before_claimable_at_the_same_price(impl):
     lines = [line("p1", 1, 1000)]
     held = coupon("h", 2, off(100), stacks=False, expires=9)

@@ -635,8 +635,8 @@ def test_oracle_counts_what_it_tried():
 
 
 # === (a), (b), (c): random carts against the oracle ==========================================
-POOL = ["p1", "p2", "p3", "p4"]
-CATEGORIES = ["a", "b", "c"]
+POOL = ["p1", "p2", "p3"]
+CATEGORIES = ["a", "b", "a", "b", "c"]  # "c": a category no product has
 
 
 @st.composite
@@ -646,38 +646,40 @@ def carts(draw: st.DrawFn) -> list[Line]:
     for product_id in POOL:
         list_price = draw(st.integers(1, 2000))
         promo = draw(st.one_of(st.none(), st.integers(1, list_price)))
-        category = draw(st.sampled_from([*CATEGORIES[:2], None]))
+        category = draw(st.sampled_from(["a", "b", "a", "b", None]))
         catalog[product_id] = (list_price, promo, category)
     result = []
     for _ in range(draw(st.integers(1, 4))):
         product_id = draw(st.sampled_from(POOL))
         list_price, promo, category = catalog[product_id]
-        exclusive = draw(st.one_of(st.none(), st.none(), st.none(), st.integers(1, list_price)))
+        live = draw(st.sampled_from([False] * 7 + [True]))  # a live-room line, now and then
+        exclusive = draw(st.integers(1, list_price)) if live else None
         quantity = draw(st.integers(1, 3))
         result.append(Line(product_id, quantity, list_price, promo, category, exclusive))
     return result
 
 
-def benefits() -> st.SearchStrategy[dict[str, Any]]:
+def benefits(products_to_name: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     amounts = st.integers(1, 2000)
-    thresholds = st.integers(0, 4000)
+    thresholds = st.integers(0, 3000)
     permille = st.one_of(st.integers(1, 999), st.sampled_from([1, 500, 800, 900, 999]))
     optional = lambda values: st.one_of(st.none(), values)  # noqa: E731
+    named = st.sampled_from(products_to_name)
     return st.one_of(
         st.builds(off, amounts, thresholds),
         st.builds(off, amounts),
         st.builds(rate, permille, optional(thresholds), optional(st.integers(1, 1500))),
-        st.builds(exchange, st.sampled_from(POOL), st.integers(0, 2000)),
-        st.builds(gift, st.sampled_from(POOL)),
+        st.builds(exchange, named, st.integers(0, 2000)),
+        st.builds(gift, named),
     )
 
 
-def scopes() -> st.SearchStrategy[dict[str, Any]]:
+def scopes(products_to_name: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(
         st.just(SHOP),
         st.builds(
             lambda ids: products(*ids),
-            st.lists(st.sampled_from(POOL), min_size=1, max_size=3, unique=True),
+            st.lists(st.sampled_from(products_to_name), min_size=1, max_size=3, unique=True),
         ),
         st.builds(
             lambda names: categories(*names),
@@ -687,20 +689,27 @@ def scopes() -> st.SearchStrategy[dict[str, Any]]:
 
 
 @st.composite
-def candidate_lists(draw: st.DrawFn) -> list[Candidate]:
-    """0-8 candidates; coupons of one template share its benefit, scope and stacking."""
+def candidate_lists(draw: st.DrawFn, lines: Sequence[Line] = ()) -> list[Candidate]:
+    """0-8 candidates; coupons of one template share its benefit, scope and stacking.
+
+    Products the coupons name are mostly the cart's (so that most coupons have a line in
+    scope), sometimes any of the pool's.
+    """
+    in_cart = sorted({line.product_id for line in lines})
+    products_to_name = [*in_cart, *in_cart, *POOL] if in_cart else POOL
     template_ids = draw(st.lists(st.integers(1, 9), min_size=1, max_size=6, unique=True))
+    all_stack = draw(st.booleans())  # half the cases: every template stacks
     templates = {
         template_id: (
-            draw(benefits()),
-            draw(scopes()),
+            draw(benefits(products_to_name)),
+            draw(scopes(products_to_name)),
             draw(st.sampled_from([True, True, False])),  # with_store_promotions
-            draw(st.sampled_from([True, True, False])),  # with_other_coupons
+            all_stack or draw(st.sampled_from([True, True, True, False])),  # with_other_coupons
         )
         for template_id in template_ids
     }
     result = []
-    for i in range(draw(st.integers(0, 8))):
+    for i in range(draw(st.one_of(st.integers(0, 8), st.integers(4, 8)))):
         template_id = draw(st.sampled_from(template_ids))
         benefit, scope, with_promotions, stacks = templates[template_id]
         claim = draw(st.booleans())
@@ -719,6 +728,13 @@ def candidate_lists(draw: st.DrawFn) -> list[Candidate]:
             )
         )
     return result
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[list[Line], list[Candidate]]:
+    """A random cart and random candidates for it."""
+    lines = draw(carts())
+    return lines, draw(candidate_lists(lines))
 
 
 def max_claims() -> st.SearchStrategy[int | None]:
@@ -755,8 +771,9 @@ def assert_consistent(quote: Any, lines: Sequence[Line]) -> None:
 
 # --- (a) best_quote against the brute force --------------------------------------------------
 @PROPERTY
-@given(carts(), candidate_lists(), max_claims())
-def test_best_quote_equals_the_brute_force(lines, candidates, max_to_claim):
+@given(cases(), max_claims())
+def test_best_quote_equals_the_brute_force(case, max_to_claim):
+    lines, candidates = case
     expected = oracle.best(lines, candidates, max_to_claim)
     quote = engine_best(lines, candidates, max_to_claim)
     assert_same(view(quote), view(expected.quote))
@@ -773,8 +790,9 @@ def allowed_subset(candidates: Sequence[Candidate], picks: Sequence[int]) -> lis
 
 
 @PROPERTY
-@given(carts(), candidate_lists(), st.data())
-def test_evaluate_equals_the_oracle(lines, candidates, data):
+@given(cases(), st.data())
+def test_evaluate_equals_the_oracle(case, data):
+    lines, candidates = case
     picks = data.draw(st.permutations(range(len(candidates))))
     combo = allowed_subset(candidates, picks[: data.draw(st.integers(0, len(candidates)))])
     assert engine.allowed(combo)
@@ -800,8 +818,9 @@ def test_allowed_equals_the_stacking_rules(candidates, data):
 
 # --- (c) what holds regardless --------------------------------------------------------------
 @PROPERTY
-@given(carts(), candidate_lists(), max_claims())
-def test_best_quote_adds_up(lines, candidates, max_to_claim):
+@given(cases(), max_claims())
+def test_best_quote_adds_up(case, max_to_claim):
+    lines, candidates = case
     quote = engine_best(lines, candidates, max_to_claim)
     assert_consistent(quote, lines)
     assert engine.allowed([applied.candidate for applied in quote.coupons])
@@ -812,8 +831,9 @@ def test_best_quote_adds_up(lines, candidates, max_to_claim):
 
 
 @PROPERTY
-@given(carts(), candidate_lists(), st.data())
-def test_evaluate_adds_up(lines, candidates, data):
+@given(cases(), st.data())
+def test_evaluate_adds_up(case, data):
+    lines, candidates = case
     picks = data.draw(st.permutations(range(len(candidates))))
     combo = allowed_subset(candidates, picks[: data.draw(st.integers(0, len(candidates)))])
     try:
@@ -824,9 +844,10 @@ def test_evaluate_adds_up(lines, candidates, data):
 
 
 @PROPERTY
-@given(carts(), candidate_lists(), max_claims())
-def test_the_oracle_adds_up(lines, candidates, max_to_claim):
+@given(cases(), max_claims())
+def test_the_oracle_adds_up(case, max_to_claim):
     """The oracle on its own: consistent, and its best is at least as good as any usable one."""
+    lines, candidates = case
     found = oracle.best(lines, candidates, max_to_claim)
     assert_consistent(found.quote, lines)
     assert oracle.stacking_ok(found.combo)

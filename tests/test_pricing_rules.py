@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from bff.pricing import engine
@@ -774,6 +774,7 @@ def assert_consistent(quote: Any, lines: Sequence[Line]) -> None:
 @given(cases(), max_claims())
 def test_best_quote_equals_the_brute_force(case, max_to_claim):
     lines, candidates = case
+    note(f"lines = {lines!r}\ncandidates = {candidates!r}")
     expected = oracle.best(lines, candidates, max_to_claim)
     quote = engine_best(lines, candidates, max_to_claim)
     assert_same(view(quote), view(expected.quote))
@@ -793,8 +794,10 @@ def allowed_subset(candidates: Sequence[Candidate], picks: Sequence[int]) -> lis
 @given(cases(), st.data())
 def test_evaluate_equals_the_oracle(case, data):
     lines, candidates = case
+    note(f"lines = {lines!r}\ncandidates = {candidates!r}")
     picks = data.draw(st.permutations(range(len(candidates))))
     combo = allowed_subset(candidates, picks[: data.draw(st.integers(0, len(candidates)))])
+    note(f"combo = {[c.key for c in combo]}")
     assert engine.allowed(combo)
     priced = oracle.price(lines, combo)
     if priced.usable:
@@ -821,6 +824,7 @@ def test_allowed_equals_the_stacking_rules(candidates, data):
 @given(cases(), max_claims())
 def test_best_quote_adds_up(case, max_to_claim):
     lines, candidates = case
+    note(f"lines = {lines!r}\ncandidates = {candidates!r}")
     quote = engine_best(lines, candidates, max_to_claim)
     assert_consistent(quote, lines)
     assert engine.allowed([applied.candidate for applied in quote.coupons])
@@ -834,6 +838,7 @@ def test_best_quote_adds_up(case, max_to_claim):
 @given(cases(), st.data())
 def test_evaluate_adds_up(case, data):
     lines, candidates = case
+    note(f"lines = {lines!r}\ncandidates = {candidates!r}")
     picks = data.draw(st.permutations(range(len(candidates))))
     combo = allowed_subset(candidates, picks[: data.draw(st.integers(0, len(candidates)))])
     try:
@@ -848,6 +853,7 @@ def test_evaluate_adds_up(case, data):
 def test_the_oracle_adds_up(case, max_to_claim):
     """The oracle on its own: consistent, and its best is at least as good as any usable one."""
     lines, candidates = case
+    note(f"lines = {lines!r}\ncandidates = {candidates!r}")
     found = oracle.best(lines, candidates, max_to_claim)
     assert_consistent(found.quote, lines)
     assert oracle.stacking_ok(found.combo)

@@ -5,8 +5,8 @@ pages, list pages, checkout and redemption, so statistics and returns credit eac
 coupon with what it took here.
 
 * **Base price**: the store promotion price when the product has one, else the list
-  price. The lines a coupon with ``with_store_promotions=false`` applies to are at list
-  price in any combination holding it. Lines at a live-room exclusive price are in no
+  price. The lines in the scope of a coupon with ``with_store_promotions=false`` are at
+  list price in any combination holding it. Lines at a live-room exclusive price are in no
   coupon's scope.
 * **Combinations**: one coupon alone, or coupons that all have
   ``with_other_coupons=true``, at most one per template and one ``discount``; fixed
@@ -138,9 +138,7 @@ def in_scope(scope: dict[str, Any], line: Line) -> bool:
 
 
 def scope_lines(candidate: Candidate, lines: Sequence[Line]) -> list[int]:
-    """Indexes of the lines a coupon applies to (exchange and gift: their product only).
-
-    These are also the lines a coupon refusing store promotions puts at list price."""
+    """Indexes of the lines a coupon applies to (exchange and gift: their product only)."""
     benefit = candidate.benefit
     indexes = [i for i, line in enumerate(lines) if in_scope(candidate.scope, line)]
     if benefit["type"] in FIXED_PRICE:
@@ -169,12 +167,13 @@ def apportion(total: int, weights: Sequence[int]) -> list[int]:
 def split_capped(
     off: int, indexes: Sequence[int], amounts: Sequence[int], remaining: list[int]
 ) -> list[int]:
-    """An amount-off's split (step 2): in proportion to the lines' amounts, a share
-    stopping at zero and the rest split again over the lines still above zero.
+    """An amount-off's split (step 2): over every line in scope in proportion to the
+    lines' amounts, a share stopping at zero and the rest split again over the lines
+    still above zero, in proportion to their amounts.
 
     Takes from ``remaining`` in place; returns the share of each of ``indexes``."""
     shares = [0] * len(indexes)
-    active = [k for k, i in enumerate(indexes) if remaining[i] > 0]
+    active = list(range(len(indexes)))  # the first split is over every line in scope
     while off > 0 and active:
         parts = apportion(off, [amounts[indexes[k]] for k in active])
         still = []
@@ -199,7 +198,13 @@ class _Coupon:
     indexes: tuple[int, ...]
     phase: int
     threshold: int | None
-    refuses: bool  # with_store_promotions=false: its lines at list price
+    # with_store_promotions=false: the lines in its scope at list price (DOMAIN.md's
+    # words: every line of the scope, also for a fixed price that takes one of them).
+    at_list: tuple[int, ...]
+
+    @property
+    def refuses(self) -> bool:
+        return not self.candidate.with_store_promotions
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -219,7 +224,9 @@ def _prepare(candidate: Candidate, lines: Sequence[Line]) -> _Coupon:
         tuple(scope_lines(candidate, lines)),
         phase,
         candidate.benefit.get("threshold"),
-        not candidate.with_store_promotions,
+        ()
+        if candidate.with_store_promotions
+        else tuple(i for i, line in enumerate(lines) if in_scope(candidate.scope, line)),
     )
 
 
@@ -281,12 +288,13 @@ def _apply(
 
 
 def _at_list(coupons: Iterable[_Coupon]) -> frozenset[int]:
-    return frozenset(i for c in coupons if c.refuses for i in c.indexes)
+    return frozenset(i for c in coupons for i in c.at_list)
 
 
 def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -> Quote | None:
-    """Price ``lines`` with exactly ``coupons``; None (or NotApplicable when ``strict``)
-    if one cannot apply. ``strict`` also refuses a coupon that takes nothing."""
+    """Price ``lines`` with exactly ``coupons``; None (NotApplicable when ``strict``) if
+    one cannot apply: no line in scope, threshold not met, no unit of its own, or a
+    coupon that takes nothing (none is ever spent for nothing)."""
     prices = _Prices(lines, _at_list(coupons))
     for coupon in coupons:
         if not coupon.indexes or not prices.meets(coupon):
@@ -299,7 +307,7 @@ def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -
     applied = []
     for coupon in sorted(coupons, key=lambda c: c.order):
         shares = _apply(coupon, prices, remaining, free_units)
-        if shares is None or (strict and not any(shares)):
+        if shares is None or not any(shares):  # no coupon is spent for nothing
             if not strict:
                 return None
             reason = "no unit of its own" if shares is None else "takes nothing off"
@@ -509,7 +517,8 @@ class _Search:
             taken, units = list(remaining), free_units
             if coupon.phase == _FIXED:
                 units = list(free_units)
-            if _apply(coupon, prices, taken, units) is not None:
+            shares = _apply(coupon, prices, taken, units)
+            if shares is not None and any(shares):  # a coupon taking nothing is never used
                 self._walk(
                     prices,
                     steps,

@@ -51,6 +51,8 @@ class DatabaseSettings:
     # One unit of work's deadline (pool wait included): past it, 503 and a rollback.
     read_timeout_seconds: float = 3.0
     write_timeout_seconds: float = 5.0
+    # Code generation and import (up to 100,000 rows in one transaction).
+    bulk_timeout_seconds: float = 60.0
 
     @property
     def effective_url(self) -> str:
@@ -204,6 +206,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_DATABASE_CONNECT_TIMEOUT_SECONDS": ("database", "connect_timeout_seconds"),
     "BFF_DATABASE_READ_TIMEOUT_SECONDS": ("database", "read_timeout_seconds"),
     "BFF_DATABASE_WRITE_TIMEOUT_SECONDS": ("database", "write_timeout_seconds"),
+    "BFF_DATABASE_BULK_TIMEOUT_SECONDS": ("database", "bulk_timeout_seconds"),
     "BFF_REDIS_TIMEOUT_SECONDS": ("redis", "socket_timeout_seconds"),
     "BFF_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "BFF_ACCESS_LOG": ("server", "access_log"),
@@ -274,6 +277,7 @@ def validate(settings: Settings) -> None:
         "database.connect_timeout_seconds": settings.database.connect_timeout_seconds,
         "database.read_timeout_seconds": settings.database.read_timeout_seconds,
         "database.write_timeout_seconds": settings.database.write_timeout_seconds,
+        "database.bulk_timeout_seconds": settings.database.bulk_timeout_seconds,
         "redis.socket_timeout_seconds": settings.redis.socket_timeout_seconds,
     }
     variables = {f"{section}.{key}": var for var, (section, key) in ENV_OVERRIDES.items()}

@@ -76,8 +76,9 @@ from bff.coupons.counts import exclusive_takers, issued_on
 from bff.coupons.rules import Refusal, refuse, shop_day
 from bff.coupons.wallet import counts_against_wallet
 from bff.db import tables
-from bff.db.engine import Database, DeadlineExceeded
+from bff.db.engine import Database
 from bff.db.locks import lock_wallets
+from bff.errors import is_unavailable
 from bff.gate.base import ClaimFacts, Gate, facts_key
 
 log = logging.getLogger("bff.coupons.ledger")
@@ -120,8 +121,6 @@ def sold_out_keys(template_id: int, day: str) -> list[str]:
     return [f"so:{{tpl:{template_id}}}", f"ds:{{tpl:{template_id}}}:{day}"]
 
 
-# How much longer than the write deadline a claim waits for its batch (see Ledger.issue).
-WAIT_MARGIN = 0.5
 # How long the gate keeps a sold-out flag; the stock total it holds voids it sooner.
 MARK_SECONDS = 600
 
@@ -192,24 +191,7 @@ class Ledger:
             task = loop.create_task(self._drain(request.template_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        # Bounded like any write: the batch's own transaction has the write deadline (and
-        # usually answers first, hence the margin), but a request may also wait in the
-        # queue behind a batch that is stalled.
-        try:
-            async with asyncio.timeout(self.db.write_timeout + self.window + WAIT_MARGIN):
-                return await asyncio.shield(request.future)
-        except TimeoutError:
-            if request.future.done() and not request.future.cancelled():
-                return request.future.result()  # answered at the very deadline
-            request.future.add_done_callback(_retrieved)
-            queue = self._queues.get(request.template_id, [])
-            for index, queued in enumerate(queue):
-                if queued is request:  # never taken into a batch: nothing was written
-                    del queue[index]
-                    raise DeadlineExceeded("the claim batch did not start in time") from None
-            # In a batch that is still running: it commits or rolls back within its own
-            # deadline, and a retry under the same request id finds what it wrote.
-            raise DeadlineExceeded("the claim batch did not finish within its deadline") from None
+        return await asyncio.shield(request.future)
 
     async def issue_in(self, conn: AsyncConnection, request: IssueRequest) -> IssueResult:
         """Issue one coupon inside the caller's transaction (no batching).
@@ -413,6 +395,15 @@ class Ledger:
             return
         except Exception as exc:
             _fail(batch, exc)
+            if is_unavailable(exc):
+                # The database did not answer within the deadline (or at all): the claims
+                # queued behind this batch would each wait a deadline of their own. They
+                # were never attempted, so they fail now with it, and nothing is written.
+                queue = self._queues.get(template_id)
+                if queue:
+                    waiting = queue[:]
+                    del queue[:]
+                    _fail(waiting, exc)
             return
         for request, result in zip(batch, results, strict=True):
             if request.future is not None and not request.future.done():
@@ -790,12 +781,6 @@ def _facts(
             wallet += status in ("unused", "locked", "used") and valid_to > now
         facts[user] = ClaimFacts(wallet, held, keys)
     return facts
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """Mark a given-up request's late outcome as seen (no "never retrieved" warning)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _fail(batch: list[IssueRequest], exc: BaseException) -> None:

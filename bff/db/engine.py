@@ -67,11 +67,13 @@ class Database:
         *,
         read_timeout_seconds: float = 3.0,
         write_timeout_seconds: float = 5.0,
+        bulk_timeout_seconds: float = 60.0,
     ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name  # "mysql" or "sqlite"
         self.read_timeout = read_timeout_seconds
         self.write_timeout = write_timeout_seconds
+        self.bulk_timeout = bulk_timeout_seconds
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, *, base_dir: Path | None = None) -> Database:
@@ -79,22 +81,27 @@ class Database:
             create_engine(settings, base_dir=base_dir),
             read_timeout_seconds=settings.read_timeout_seconds,
             write_timeout_seconds=settings.write_timeout_seconds,
+            bulk_timeout_seconds=settings.bulk_timeout_seconds,
         )
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def transaction(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, bulk: bool = False
+    ) -> T:
         """Run ``work`` in one transaction, retrying it whole on deadlock or lock timeout.
 
-        Within the write deadline, retries included; past it :class:`DeadlineExceeded`
-        and nothing committed by this call (unless the deadline fell on the COMMIT
-        itself, whose outcome the caller cannot know: writes carry request keys so a
-        retry finds what such a commit wrote).
+        Within the write deadline (the bulk one for ``bulk`` work: thousands of rows),
+        retries included; past it :class:`DeadlineExceeded` and nothing committed by
+        this call (unless the deadline fell on the COMMIT itself, whose outcome the
+        caller cannot know: writes carry request keys so a retry finds what such a
+        commit wrote).
         """
+        seconds = self.bulk_timeout if bulk else self.write_timeout
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.write_timeout
+        deadline = loop.time() + seconds
         done: list[T] = []
         bound = asyncio.timeout_at(deadline)
         try:
@@ -119,7 +126,7 @@ class Database:
             if done:  # the deadline fell on returning the connection, after the commit
                 return done[0]
             raise DeadlineExceeded(
-                f"database transaction exceeded its {self.write_timeout:g} s deadline"
+                f"database transaction exceeded its {seconds:g} s deadline"
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -69,7 +69,7 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = ""
-    socket_timeout_seconds: float = 2
+    socket_timeout_seconds: float = 2.0
     max_connections: int = 64
 
 

@@ -270,6 +270,12 @@ async def test_embedded_write_lock_held_elsewhere_is_503_then_recovers(
             claim(stack.client, stack.user("u1"), template_id, request_id),
             WRITE_DEADLINE + SLACK,
         )
+        # Reads answer too: here every transaction begins IMMEDIATE, so they wait, then 503.
+        pages = await asyncio.gather(*(_answer(r, WRITE_DEADLINE + SLACK) for r in _pages(stack)))
+        for response in pages:
+            assert response.status in (HTTPStatus.OK, HTTPStatus.SERVICE_UNAVAILABLE)
+            if response.status == HTTPStatus.SERVICE_UNAVAILABLE:
+                await expect(response, HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE")
     finally:
         holder.execute("ROLLBACK")
         holder.close()

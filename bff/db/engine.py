@@ -16,7 +16,8 @@ Choices that matter for speed and correctness:
 * Deadlines: every unit of work (:meth:`Database.read`, :meth:`Database.transaction`,
   :meth:`Database.ping`) runs under one ``asyncio.timeout``, from the pool checkout
   to the commit, retries included: ``database.read_timeout_seconds`` for reads,
-  ``database.write_timeout_seconds`` for transactions. A stalled server (failover,
+  ``database.write_timeout_seconds`` for transactions (``bulk_timeout_seconds`` for
+  the few that write thousands of rows: codes). A stalled server (failover,
   partition, lock storm) then costs the request a 503, not a hang. The cancellation
   lands inside the driver call; SQLAlchemy treats a cancelled call as a disconnect
   and invalidates the connection (it is closed, never returned to the pool in an

@@ -28,7 +28,7 @@ from bff.coupons.ledger import Ledger
 from bff.coupons.risk import build_risk_engine
 from bff.coupons.templates import TemplateService
 from bff.coupons.wallet import WalletService
-from bff.db.engine import Database, create_engine, describe
+from bff.db.engine import Database, describe
 from bff.db.migrations import migrate
 from bff.errors import error_middleware
 from bff.gate.base import Gate
@@ -117,7 +117,7 @@ def create_app(
 def _database_ctx(base_dir: Path | None):  # type: ignore[no-untyped-def]
     async def database(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        db = Database(create_engine(settings.database, base_dir=base_dir))
+        db = Database.from_settings(settings.database, base_dir=base_dir)
         try:
             await db.ping()
             await migrate(db, app[CLOCK])

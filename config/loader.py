@@ -23,6 +23,8 @@ DATABASE_SCHEMES = ("sqlite+aiosqlite", "mysql+aiomysql")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 JWT_ALGORITHMS = ("HS256", "RS256")
 MIN_SECRET_BYTES = 32
+# A deadline longer than this is no deadline: a request would look hung.
+MAX_TIMEOUT_SECONDS = 300
 
 
 class ConfigError(Exception):
@@ -46,6 +48,11 @@ class DatabaseSettings:
     max_overflow: int = 20
     pool_recycle_seconds: int = 1800
     connect_timeout_seconds: int = 3
+    # One unit of work's deadline (pool wait included): past it, 503 and a rollback.
+    read_timeout_seconds: float = 3.0
+    write_timeout_seconds: float = 5.0
+    # Code generation and import (up to 100,000 rows in one transaction).
+    bulk_timeout_seconds: float = 60.0
 
     @property
     def effective_url(self) -> str:
@@ -62,7 +69,7 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = ""
-    socket_timeout_seconds: float = 2
+    socket_timeout_seconds: float = 2.0
     max_connections: int = 64
 
 
@@ -196,6 +203,11 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_JWT_PRIVATE_KEY_FILE": ("jwt", "private_key_file"),
     "BFF_IDENTITY_PROVIDER": ("identity", "provider"),
     "BFF_SQLITE_PATH": ("database", "sqlite_path"),
+    "BFF_DATABASE_CONNECT_TIMEOUT_SECONDS": ("database", "connect_timeout_seconds"),
+    "BFF_DATABASE_READ_TIMEOUT_SECONDS": ("database", "read_timeout_seconds"),
+    "BFF_DATABASE_WRITE_TIMEOUT_SECONDS": ("database", "write_timeout_seconds"),
+    "BFF_DATABASE_BULK_TIMEOUT_SECONDS": ("database", "bulk_timeout_seconds"),
+    "BFF_REDIS_TIMEOUT_SECONDS": ("redis", "socket_timeout_seconds"),
     "BFF_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "BFF_ACCESS_LOG": ("server", "access_log"),
     "BFF_SHOP_TIMEZONE": ("shop", "timezone"),
@@ -261,6 +273,20 @@ def validate(settings: Settings) -> None:
         )
     if settings.database.pool_size < 1:
         raise ConfigError("database.pool_size must be at least 1")
+    deadlines = {
+        "database.connect_timeout_seconds": settings.database.connect_timeout_seconds,
+        "database.read_timeout_seconds": settings.database.read_timeout_seconds,
+        "database.write_timeout_seconds": settings.database.write_timeout_seconds,
+        "database.bulk_timeout_seconds": settings.database.bulk_timeout_seconds,
+        "redis.socket_timeout_seconds": settings.redis.socket_timeout_seconds,
+    }
+    variables = {f"{section}.{key}": var for var, (section, key) in ENV_OVERRIDES.items()}
+    for name, value in deadlines.items():
+        if not 0 < value <= MAX_TIMEOUT_SECONDS:
+            raise ConfigError(
+                f"{name} ({variables[name]}) must be more than 0 and at most "
+                f"{MAX_TIMEOUT_SECONDS} seconds, got {value}"
+            )
     if settings.redis.url:
         redis_scheme = urlsplit(settings.redis.url).scheme
         if redis_scheme not in REDIS_SCHEMES:

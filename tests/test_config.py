@@ -49,6 +49,27 @@ def test_environment_overrides(tmp_path):
     assert settings.jwt.secret == SECRET and settings.jwt.issuer == "shop-issuer"
 
 
+def test_deadlines_default_shorter_for_reads_and_come_from_the_environment(tmp_path):
+    database = load_settings({}, base_dir=tmp_path).database
+    assert 0 < database.read_timeout_seconds < database.write_timeout_seconds
+    assert database.write_timeout_seconds < database.bulk_timeout_seconds
+    settings = load_settings(
+        {
+            "BFF_DATABASE_READ_TIMEOUT_SECONDS": "0.5",
+            "BFF_DATABASE_WRITE_TIMEOUT_SECONDS": "1.5",
+            "BFF_DATABASE_BULK_TIMEOUT_SECONDS": "30",
+            "BFF_DATABASE_CONNECT_TIMEOUT_SECONDS": "2",
+            "BFF_REDIS_TIMEOUT_SECONDS": "0.25",
+        },
+        base_dir=tmp_path,
+    )
+    assert settings.database.read_timeout_seconds == 0.5
+    assert settings.database.write_timeout_seconds == 1.5
+    assert settings.database.bulk_timeout_seconds == 30
+    assert settings.database.connect_timeout_seconds == 2
+    assert settings.redis.socket_timeout_seconds == 0.25
+
+
 def test_config_file_layers_over_defaults(tmp_path):
     extra = tmp_path / "bff.toml"
     extra.write_text("[wallet]\nmax_unused_per_shop = 10\n[server]\nport = 8181\n")
@@ -73,6 +94,10 @@ def test_config_file_layers_over_defaults(tmp_path):
         ({"BFF_ACCESS_LOG": "maybe"}, "true or false"),
         ({"BFF_IDENTITY_PROVIDER": "ldap"}, "identity.provider"),
         ({"BFF_CONFIG": "/nonexistent.toml"}, "config file not found"),
+        ({"BFF_DATABASE_READ_TIMEOUT_SECONDS": "0"}, "BFF_DATABASE_READ_TIMEOUT_SECONDS"),
+        ({"BFF_DATABASE_WRITE_TIMEOUT_SECONDS": "-1"}, "database.write_timeout_seconds"),
+        ({"BFF_DATABASE_BULK_TIMEOUT_SECONDS": "1e9"}, "at most 300 seconds"),
+        ({"BFF_REDIS_TIMEOUT_SECONDS": "soon"}, "redis.socket_timeout_seconds must be a number"),
     ],
 )
 def test_bad_values_raise_one_clear_line(tmp_path, environ, fragment):

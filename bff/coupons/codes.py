@@ -77,7 +77,7 @@ class CodeService:
             available = await self._grow_stock(conn, template, count)
             return {"generated": count, "available": available}
 
-        result = await self.db.transaction(work)
+        result = await self.db.transaction(work, bulk=True)
         await self._changed(template_id)
         return result
 
@@ -118,11 +118,11 @@ class CodeService:
             }
 
         try:
-            result = await self.db.transaction(work)
+            result = await self.db.transaction(work, bulk=True)
         except sqlalchemy.exc.IntegrityError:
             # Another upload added some of these codes meanwhile: run again, and they
             # count as duplicates.
-            result = await self.db.transaction(work)
+            result = await self.db.transaction(work, bulk=True)
         await self._changed(template_id)
         return result
 

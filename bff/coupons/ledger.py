@@ -78,6 +78,7 @@ from bff.coupons.wallet import counts_against_wallet
 from bff.db import tables
 from bff.db.engine import Database
 from bff.db.locks import lock_wallets
+from bff.errors import is_unavailable
 from bff.gate.base import ClaimFacts, Gate, facts_key
 
 log = logging.getLogger("bff.coupons.ledger")
@@ -394,6 +395,15 @@ class Ledger:
             return
         except Exception as exc:
             _fail(batch, exc)
+            if is_unavailable(exc):
+                # The database did not answer within the deadline (or at all): the claims
+                # queued behind this batch would each wait a deadline of their own. They
+                # were never attempted, so they fail now with it, and nothing is written.
+                queue = self._queues.get(template_id)
+                if queue:
+                    waiting = queue[:]
+                    del queue[:]
+                    _fail(waiting, exc)
             return
         for request, result in zip(batch, results, strict=True):
             if request.future is not None and not request.future.done():

@@ -156,7 +156,7 @@ class TemplateService:
             row = await fetch_row(conn, shop_id, template_id)
             return template_from_row(row)
 
-        return await self.db.transaction(work)
+        return await self.db.transaction(work, bulk=data["codes"]["type"] == "pregenerated")
 
     async def get(self, shop_id: str, template_id: int) -> dict[str, Any]:
         async def work(conn: AsyncConnection) -> Any:

@@ -13,12 +13,28 @@ Choices that matter for speed and correctness:
   BEGIN avoids the lock-upgrade deadlock between two writers.
 * Deadlocks (1213) and lock wait timeouts (1205) are retried at the
   transaction boundary only, in :meth:`Database.transaction`.
+* Deadlines: every unit of work (:meth:`Database.read`, :meth:`Database.transaction`,
+  :meth:`Database.ping`) runs under one ``asyncio.timeout``, from the pool checkout
+  to the commit, retries included: ``database.read_timeout_seconds`` for reads,
+  ``database.write_timeout_seconds`` for transactions (``bulk_timeout_seconds`` for
+  the few that write thousands of rows: codes). A stalled server (failover,
+  partition, lock storm) then costs the request a 503, not a hang. The cancellation
+  lands inside the driver call; SQLAlchemy treats a cancelled call as a disconnect
+  and invalidates the connection (it is closed, never returned to the pool in an
+  unknown state), and an interrupted transaction is never committed: either its
+  COMMIT had not been sent (the server rolls it back when the socket closes) or it
+  had, and the outcome is unknown, which the durable request keys make safe to
+  retry. MariaDB also stops waiting for a row lock at the write deadline
+  (``innodb_lock_wait_timeout``), so a session the client gave up on does not hold
+  its locks for the server's default 50 s; SQLite's busy timeout is the write
+  deadline, so a write lock held elsewhere ends in "database is locked" (503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +44,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from bff.errors import Unavailable
 from config.loader import DatabaseSettings, redact_url
 
 log = logging.getLogger("bff.db")
@@ -38,41 +55,112 @@ RETRYABLE_MYSQL_CODES = frozenset({1213, 1205})
 MAX_ATTEMPTS = 4
 
 
+class DeadlineExceeded(Unavailable):
+    """A unit of database work did not finish within its deadline (503 UNAVAILABLE)."""
+
+
 class Database:
     """The engine plus the transaction helper every service uses."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        read_timeout_seconds: float = 3.0,
+        write_timeout_seconds: float = 5.0,
+        bulk_timeout_seconds: float = 60.0,
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name  # "mysql" or "sqlite"
+        self.read_timeout = read_timeout_seconds
+        self.write_timeout = write_timeout_seconds
+        self.bulk_timeout = bulk_timeout_seconds
+
+    @classmethod
+    def from_settings(cls, settings: DatabaseSettings, *, base_dir: Path | None = None) -> Database:
+        return cls(
+            create_engine(settings, base_dir=base_dir),
+            read_timeout_seconds=settings.read_timeout_seconds,
+            write_timeout_seconds=settings.write_timeout_seconds,
+            bulk_timeout_seconds=settings.bulk_timeout_seconds,
+        )
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in one transaction, retrying it whole on deadlock or lock timeout."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                async with self.engine.begin() as conn:
-                    return await work(conn)
-            except sqlalchemy.exc.OperationalError as exc:
-                if attempt == MAX_ATTEMPTS or not is_retryable(exc):
-                    raise
-                log.info("retrying transaction after %s (attempt %d)", _code(exc), attempt)
-                await asyncio.sleep(0.005 * attempt)
+    async def transaction(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, bulk: bool = False
+    ) -> T:
+        """Run ``work`` in one transaction, retrying it whole on deadlock or lock timeout.
+
+        Within the write deadline (the bulk one for ``bulk`` work: thousands of rows),
+        retries included; past it :class:`DeadlineExceeded` and nothing committed by
+        this call (unless the deadline fell on the COMMIT itself, whose outcome the
+        caller cannot know: writes carry request keys so a retry finds what such a
+        commit wrote).
+        """
+        seconds = self.bulk_timeout if bulk else self.write_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        done: list[T] = []
+        bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                for attempt in range(1, MAX_ATTEMPTS + 1):
+                    try:
+                        async with self.engine.connect() as conn:
+                            async with conn.begin():
+                                result = await work(conn)
+                            done.append(result)  # committed
+                        return result
+                    except sqlalchemy.exc.OperationalError as exc:
+                        if attempt == MAX_ATTEMPTS or not is_retryable(exc):
+                            raise
+                        if loop.time() + 0.005 * attempt >= deadline:
+                            raise  # no time left for another try: the 503 it is
+                        log.info("retrying transaction after %s (attempt %d)", _code(exc), attempt)
+                        await asyncio.sleep(0.005 * attempt)
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise  # a TimeoutError of the work's own, not this deadline
+            if done:  # the deadline fell on returning the connection, after the commit
+                return done[0]
+            raise DeadlineExceeded(
+                f"database transaction exceeded its {seconds:g} s deadline"
+            ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run read-only ``work`` on a connection (one consistent transaction)."""
-        async with self.engine.connect() as conn:
-            return await work(conn)
+        """Run read-only ``work`` on a connection (one consistent transaction).
+
+        Within the read deadline, or :class:`DeadlineExceeded`.
+        """
+        done: list[T] = []
+        bound = asyncio.timeout(self.read_timeout)
+        try:
+            async with bound:
+                async with self.engine.connect() as conn:
+                    done.append(await work(conn))
+                return done[0]
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            if done:  # the deadline fell on returning the connection (its close goes on)
+                return done[0]
+            raise DeadlineExceeded(
+                f"database read exceeded its {self.read_timeout:g} s deadline"
+            ) from exc
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self.read(_select_one)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def _select_one(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT 1"))
 
 
 def is_retryable(exc: sqlalchemy.exc.OperationalError) -> bool:
@@ -94,6 +182,10 @@ def create_engine(settings: DatabaseSettings, *, base_dir: Path | None = None) -
     connect_args: dict[str, Any] = {
         "connect_timeout": settings.connect_timeout_seconds,
         "charset": "utf8mb4",
+        # A row-lock wait ends with the write deadline, not InnoDB's default 50 s: a
+        # session whose client gave up (the deadline passed) stops queueing for locks.
+        "init_command": "SET SESSION innodb_lock_wait_timeout = "
+        + str(max(1, math.ceil(settings.write_timeout_seconds))),
     }
     return create_async_engine(
         url,
@@ -123,9 +215,12 @@ def _sqlite_engine(settings: DatabaseSettings, url: Any, base_dir: Path) -> Asyn
         url.set(database=str(path)),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
-        connect_args={"timeout": 30},
+        # A write lock held elsewhere is waited for up to the write deadline, then
+        # "database is locked" (503 UNAVAILABLE).
+        connect_args={"timeout": settings.write_timeout_seconds},
         hide_parameters=True,
     )
+    busy_ms = max(1, round(settings.write_timeout_seconds * 1000))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -134,7 +229,7 @@ def _sqlite_engine(settings: DatabaseSettings, url: Any, base_dir: Path) -> Asyn
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

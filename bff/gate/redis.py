@@ -235,6 +235,26 @@ class _HiredisPacking(aioredis.Connection):
             return super().pack_command(*args)
 
 
+def _no_maint_notifications() -> dict[str, Any]:
+    """Pool options that keep redis-py's check of a pooled connection on checkout.
+
+    redis-py 8.1 under RESP3 (its default) turns on "maintenance notifications" (a
+    Redis Enterprise/Cloud feature) and with them skips the checkout probe that
+    replaces a connection the server closed while it sat idle (redis/redis-py#4252,
+    fixed by #4260): after Redis restarts or the network cuts, every pooled connection
+    then fails one pipeline (and all the claims in it) after ``/readyz`` already said
+    ready. This gate does not use the notifications; off, the probe runs again.
+    """
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # pragma: no cover - an older redis-py has neither
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+_NO_MAINT_NOTIFICATIONS = _no_maint_notifications()
+
+
 class RedisGate:
     name = "redis"
 
@@ -250,6 +270,7 @@ class RedisGate:
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.url,
             **plain,
+            **_NO_MAINT_NOTIFICATIONS,
             max_connections=settings.max_connections,
             timeout=settings.socket_timeout_seconds,
             socket_timeout=settings.socket_timeout_seconds,

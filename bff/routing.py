@@ -295,16 +295,12 @@ def raw_path_key(request: web.Request, claims: Claims | None, raw: bytes) -> str
     return "raw|" + request.raw_path
 
 
-def anonymous_raw_path_key(
-    request: web.Request, claims: Claims | None, raw: bytes
-) -> str | None:
+def anonymous_raw_path_key(request: web.Request, claims: Claims | None, raw: bytes) -> str | None:
     """The shared reply of anonymous callers, keyed by the path and query as sent."""
     return None if claims is not None else "raw|" + request.raw_path
 
 
-def anonymous_raw_body_key(
-    request: web.Request, claims: Claims | None, raw: bytes
-) -> str | None:
+def anonymous_raw_body_key(request: web.Request, claims: Claims | None, raw: bytes) -> str | None:
     """The shared reply of anonymous callers, keyed by the path and a digest of the body
     (a digest: bodies may be padded up to the size limit, keys must stay small)."""
     if claims is not None:

@@ -19,6 +19,19 @@ from urllib.parse import urlsplit
 from marshmallow import Schema, ValidationError, fields, validate
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class Pattern(validate.Regexp):
+    """``validate.Regexp`` matched against the whole string: ``re.match`` lets ``$``
+    match before a trailing newline (``"P-1\\n"``). Still a Regexp, so the document
+    shows the same ``pattern``."""
+
+    def __call__(self, value: str | bytes) -> str | bytes:
+        if self.regex.fullmatch(value) is None:  # type: ignore[arg-type]
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 PAGE_PATH = re.compile(r"^/?[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*(?:\?[A-Za-z0-9_.~%&=+,:-]*)?$")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -109,7 +122,7 @@ class Text(fields.String):
 
 
 def page_path_ok(value: str) -> bool:
-    if len(value) > 256 or PAGE_PATH.match(value) is None:
+    if len(value) > 256 or PAGE_PATH.fullmatch(value) is None:
         return False
     # "." and ".." segments would let two spellings name one page, or climb out of it.
     return all(segment not in (".", "..") for segment in page_of(value).split("/"))

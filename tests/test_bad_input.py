@@ -997,3 +997,36 @@ async def test_any_value_in_any_field_is_never_a_server_error(client, clock, hea
             assert response.status < 500, (field, value, await response.text())
             if response.status >= 400:
                 error_of(await response.json())
+
+
+# --- a trailing newline is not part of an id ------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("product_code", "SKU-1\n"),
+        ("redeem_page", "pages/coupon/use\n"),
+        ("claim_page", "pages/index/index\n"),
+    ],
+)
+async def test_a_trailing_newline_in_a_template_field_is_a_400(
+    client, clock, merchant, field, value
+):
+    body = template_body(clock, **{field: value})
+    if field == "product_code":
+        body["cover_image"] = "https://img.example.com/cup.png"
+    response = await client.post(shop_url("/admin/coupon-templates"), json=body, headers=merchant)
+    reply = await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
+    assert field in reply["error"]["details"], reply
+
+
+async def test_a_trailing_newline_in_a_request_id_is_a_400(client, clock, merchant, auth):
+    created = await expect(
+        await client.post(
+            shop_url("/admin/coupon-templates"), json=template_body(clock), headers=merchant
+        ),
+        HTTPStatus.CREATED,
+    )
+    body = {"template_id": created["id"], "request_id": "r-1\n", "device": {"id": "d1"}}
+    response = await client.post(shop_url("/coupons/claim"), json=body, headers=auth("user"))
+    reply = await expect(response, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
+    assert "request_id" in reply["error"]["details"], reply

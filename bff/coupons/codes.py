@@ -47,7 +47,7 @@ def parse_code_file(text: str) -> ParsedCodes:
     duplicates = invalid = 0
     for line in lines:
         code = line.strip()
-        if not CODE_PATTERN.match(code):
+        if not CODE_PATTERN.fullmatch(code):
             invalid += 1
         elif code in seen:
             duplicates += 1

@@ -15,6 +15,7 @@ from bff.schemas import (
     Int,
     PagePath,
     PageQuery,
+    Pattern,
     Text,
 )
 
@@ -24,7 +25,7 @@ STATUSES = ("active", "paused", "ended")
 MAX_STOCK = 1_000_000_000
 MAX_PREGENERATED = 100_000
 MAX_PER_USER = 1000
-ID_STRING = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Must be 1-64 of A-Z a-z 0-9 _ -.")
+ID_STRING = Pattern(r"^[A-Za-z0-9_-]{1,64}$", error="Must be 1-64 of A-Z a-z 0-9 _ -.")
 
 COVER_REQUIRED = "Required when product_code is set: one png/jpg/jpeg URL."
 

@@ -17,15 +17,14 @@ from bff.schemas import (
     Instant,
     Int,
     PageQuery,
+    Pattern,
     Text,
     page_reply,
 )
 from widgets.claim.schemas import DeviceSchema
 
-REQUEST_ID = validate.Regexp(REQUEST_ID_PATTERN, error="Must be 1-64 of A-Z a-z 0-9 _ -.")
-REF = validate.Regexp(
-    r"^[A-Za-z0-9_:/.#-]{1,128}$", error="Must be 1-128 of A-Z a-z 0-9 _ : / . # -."
-)
+REQUEST_ID = Pattern(REQUEST_ID_PATTERN, error="Must be 1-64 of A-Z a-z 0-9 _ -.")
+REF = Pattern(r"^[A-Za-z0-9_:/.#-]{1,128}$", error="Must be 1-128 of A-Z a-z 0-9 _ : / . # -.")
 
 
 def _not_zero(value: int) -> None:

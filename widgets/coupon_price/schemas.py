@@ -147,7 +147,7 @@ class LivePricesQuerySchema(Schema):
         ids = [part for part in data["product_ids"].split(",") if part]
         if not 1 <= len(ids) <= 100:
             raise ValidationError("Must list 1-100 product ids.", "product_ids")
-        if any(not ID.regex.match(part) for part in ids):
+        if any(not ID.regex.fullmatch(part) for part in ids):
             raise ValidationError("Each id must be 1-64 of A-Z a-z 0-9 _ -.", "product_ids")
 
 

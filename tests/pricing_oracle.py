@@ -4,7 +4,7 @@ Written from DOMAIN.md's text alone, for readability, not speed: it prices one c
 of coupons by the three numbered steps, and finds the best combination by trying every
 subset of the candidates. ``tests/test_pricing_rules.py`` compares the engine
 (``bff.pricing.engine``) with it. Nothing here is taken from the engine but its input
-dataclasses (``Line``, ``Candidate``); ``docs/ISSUE15-oracle.md`` says how each rule is
+dataclasses (``Line``, ``Candidate``); ``docs/PRICING.md`` says how each rule is
 encoded and what was decided where the text is unclear.
 
 Vocabulary (all money in cents):

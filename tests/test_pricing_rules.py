@@ -513,7 +513,7 @@ def test_issue15_no_coupon_spent_for_nothing(impl, small_first):
 
 
 def test_a_coupon_taking_nothing_is_not_used_even_to_lift_a_threshold(impl):
-    """Decision (docs/ISSUE15-oracle.md): a coupon that takes no cent makes a combination
+    """Decision (docs/PRICING.md): a coupon that takes no cent makes a combination
     unusable, as ``evaluate`` refuses it, even where it would help another coupon."""
     lines = [line("p1", 1, 1000, promo=900)]
     b = coupon("b", 1, off(300, threshold=1000))

@@ -33,6 +33,9 @@ class Pattern(validate.Regexp):
 
 
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+# The validators of ids and request ids in bodies (path ids are matched by the routes).
+ID = Pattern(rf"^{ID_PATTERN}$", error="Must be 1-64 of A-Z a-z 0-9 _ -.")
+REQUEST_ID = Pattern(REQUEST_ID_PATTERN, error="Must be 1-64 of A-Z a-z 0-9 _ -.")
 PAGE_PATH = re.compile(r"^/?[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*(?:\?[A-Za-z0-9_.~%&=+,:-]*)?$")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_LIMIT = 100

@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from bff.schemas import (
+    ID,
     Bool,
     Cents,
     Discriminated,
@@ -15,7 +16,6 @@ from bff.schemas import (
     Int,
     PagePath,
     PageQuery,
-    Pattern,
     Text,
 )
 
@@ -25,7 +25,7 @@ STATUSES = ("active", "paused", "ended")
 MAX_STOCK = 1_000_000_000
 MAX_PREGENERATED = 100_000
 MAX_PER_USER = 1000
-ID_STRING = Pattern(r"^[A-Za-z0-9_-]{1,64}$", error="Must be 1-64 of A-Z a-z 0-9 _ -.")
+
 
 COVER_REQUIRED = "Required when product_code is set: one png/jpg/jpeg URL."
 
@@ -58,14 +58,14 @@ class DiscountBenefitSchema(Schema):
 
 
 class ExchangeBenefitSchema(Schema):
-    product_id = fields.String(required=True, validate=ID_STRING)
+    product_id = fields.String(required=True, validate=ID)
     price = Cents(
         required=True, validate=positive, metadata={"description": "cents paid for one unit"}
     )
 
 
 class GiftBenefitSchema(Schema):
-    product_id = fields.String(required=True, validate=ID_STRING)
+    product_id = fields.String(required=True, validate=ID)
 
 
 BENEFIT_SCHEMAS = {
@@ -89,7 +89,7 @@ class ShopScopeSchema(Schema):
 
 class ProductsScopeSchema(Schema):
     product_ids = fields.List(
-        fields.String(validate=ID_STRING),
+        fields.String(validate=ID),
         required=True,
         validate=[validate.Length(min=1, max=500, error="Must list 1-500 products."), _unique],
     )
@@ -218,7 +218,7 @@ class TemplateInSchema(Schema):
     )
     benefit = Discriminated(BENEFIT_SCHEMAS, required=True)
     scope = Discriminated(SCOPE_SCHEMAS, load_default=lambda: {"type": "shop"})
-    product_code = fields.String(load_default=None, allow_none=True, validate=ID_STRING)
+    product_code = fields.String(load_default=None, allow_none=True, validate=ID)
     cover_image = ImageUrl(load_default=None, allow_none=True)
     claim_start = Instant(required=True)
     claim_end = Instant(required=True)
@@ -337,7 +337,7 @@ class TemplatePatchSchema(Schema):
     cover_image = ImageUrl(allow_none=True, metadata={"description": "null clears it"})
     product_code = fields.String(
         allow_none=True,
-        validate=ID_STRING,
+        validate=ID,
         metadata={"description": "null clears it; when set, cover_image is required"},
     )
     claim_page = PagePath(

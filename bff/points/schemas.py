@@ -12,7 +12,7 @@ from bff.points.ledger import MAX_DELTA
 from bff.points.policy import OFFER_STATES
 from bff.schemas import (
     MAX_ID,
-    REQUEST_ID_PATTERN,
+    REQUEST_ID,
     Discriminated,
     Instant,
     Int,
@@ -23,7 +23,6 @@ from bff.schemas import (
 )
 from widgets.claim.schemas import DeviceSchema
 
-REQUEST_ID = Pattern(REQUEST_ID_PATTERN, error="Must be 1-64 of A-Z a-z 0-9 _ -.")
 REF = Pattern(r"^[A-Za-z0-9_:/.#-]{1,128}$", error="Must be 1-128 of A-Z a-z 0-9 _ : / . # -.")
 
 

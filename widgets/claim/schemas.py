@@ -7,18 +7,15 @@ from marshmallow import Schema, fields, validate
 from bff.coupons.schemas import BENEFIT_SCHEMAS, VALIDITY_SCHEMAS
 from bff.coupons.wallet import CouponSchema
 from bff.schemas import (
+    ID,
     MAX_ID,
-    REQUEST_ID_PATTERN,
+    REQUEST_ID,
     Bool,
     Discriminated,
     Int,
-    Pattern,
     page_reply,
 )
 from widgets.claim.core import STATES
-
-REQUEST_ID = Pattern(REQUEST_ID_PATTERN, error="Must be 1-64 of A-Z a-z 0-9 _ -.")
-ID = Pattern(r"^[A-Za-z0-9_-]{1,64}$", error="Must be 1-64 of A-Z a-z 0-9 _ -.")
 
 
 class DeviceSchema(Schema):

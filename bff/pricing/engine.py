@@ -41,7 +41,7 @@ O(2^s · n) for s stacking templates and n lines; s is 0-3 on a real page (coupo
 not stack by default). Rounding makes the payable not quite monotone in the set of
 coupons (a cent can move between lines), so no shortcut short of the walk is exact.
 Beyond ``MAX_STACKING_EXACT`` stacking templates in one cart the walk takes the
-``MAX_STACKING_EXACT`` that take most alone: the one place the result is not provably
+``MAX_STACKING_EXACT`` that price the cart lowest alone: the one place the result is not provably
 the best. Measured by ``bench/pricing_engine.py``.
 """
 
@@ -291,10 +291,13 @@ def _at_list(coupons: Iterable[_Coupon]) -> frozenset[int]:
     return frozenset(i for c in coupons for i in c.at_list)
 
 
-def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -> Quote | None:
-    """Price ``lines`` with exactly ``coupons``; None (NotApplicable when ``strict``) if
-    one cannot apply: no line in scope, threshold not met, no unit of its own, or a
-    coupon that takes nothing (none is ever spent for nothing)."""
+def _run(
+    lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool
+) -> tuple[_Prices, list[int], list[tuple[_Coupon, list[int]]]] | None:
+    """Apply exactly ``coupons``: the prices, what is left of each line and each coupon's
+    shares in the order of application; None (NotApplicable when ``strict``) if one
+    cannot apply: no line in scope, threshold not met, no unit of its own, or a coupon
+    that takes nothing (none is ever spent for nothing)."""
     prices = _Prices(lines, _at_list(coupons))
     for coupon in coupons:
         if not coupon.indexes or not prices.meets(coupon):
@@ -305,17 +308,34 @@ def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -
     remaining = list(prices.amounts)
     free_units = [line.quantity for line in lines]
     applied = []
-    for coupon in sorted(coupons, key=lambda c: c.order):
+    for coupon in sorted(coupons, key=lambda c: c.order) if len(coupons) > 1 else coupons:
         shares = _apply(coupon, prices, remaining, free_units)
         if shares is None or not any(shares):  # no coupon is spent for nothing
             if not strict:
                 return None
             reason = "no unit of its own" if shares is None else "takes nothing off"
             raise NotApplicable(coupon.candidate, reason)
+        applied.append((coupon, shares))
+    return prices, remaining, applied
+
+
+def _payable(lines: Sequence[Line], coupons: Sequence[_Coupon]) -> int | None:
+    run = _run(lines, coupons, strict=False)
+    return None if run is None else sum(run[1])
+
+
+def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -> Quote | None:
+    """:func:`_run` as a Quote."""
+    run = _run(lines, coupons, strict=strict)
+    if run is None:
+        return None
+    prices, remaining, applied = run
+    coupon_quotes = []
+    for coupon, shares in applied:
         per_line = [0] * len(lines)
         for i, share in zip(coupon.indexes, shares, strict=True):
             per_line[i] = share
-        applied.append(AppliedCoupon(coupon.candidate, sum(shares), tuple(per_line)))
+        coupon_quotes.append(AppliedCoupon(coupon.candidate, sum(shares), tuple(per_line)))
     line_quotes = tuple(
         LineQuote(
             line.product_id,
@@ -331,7 +351,12 @@ def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -
     payable = sum(remaining)
     candidates = [c.candidate for c in coupons]
     return Quote(
-        line_quotes, tuple(applied), total, total - payable, payable, _rank(payable, candidates)
+        line_quotes,
+        tuple(coupon_quotes),
+        total,
+        total - payable,
+        payable,
+        _rank(payable, candidates),
     )
 
 
@@ -353,8 +378,8 @@ def unneeded(lines: Sequence[Line], combo: Sequence[Candidate], quote: Quote) ->
         return None
     prepared = [_prepare(c, lines) for c in combo]
     for k, candidate in enumerate(combo):
-        rest = _quote(lines, prepared[:k] + prepared[k + 1 :], strict=False)
-        if rest is not None and rest.payable <= quote.payable:
+        rest = _payable(lines, prepared[:k] + prepared[k + 1 :])
+        if rest is not None and rest <= quote.payable:
             return candidate
     return None
 
@@ -429,9 +454,12 @@ def best_quote(
         if coupon.candidate.with_other_coupons:
             stacking.append(coupon)
             continue
-        alone = _quote(lines, [coupon], strict=False)
-        if alone is not None and alone.payable < empty.payable and alone.rank < best_rank:
-            best_rank, best = alone.rank, (coupon,)
+        payable = _payable(lines, [coupon])
+        if payable is None or payable >= empty.payable or payable > best_rank[0]:
+            continue
+        rank = _rank(payable, [coupon.candidate])
+        if rank < best_rank:
+            best_rank, best = rank, (coupon,)
     if stacking:
         found = _Search(lines, _exact_pool(lines, stacking), claims_left).best()
         if found is not None and found[0] < best_rank:
@@ -448,8 +476,8 @@ def _exact_pool(lines: Sequence[Line], stacking: list[_Coupon]) -> list[_Coupon]
         return stacking
 
     def alone(coupon: _Coupon) -> tuple[int, tuple[Any, ...]]:
-        quote = _quote(lines, [coupon], strict=False)
-        return (-(quote.discount if quote is not None else -1), coupon.order)
+        payable = _payable(lines, [coupon])
+        return (payable if payable is not None else math.inf, coupon.order)
 
     return sorted(stacking, key=alone)[:MAX_STACKING_EXACT]
 

@@ -1,4 +1,6 @@
-"""Time the pure price engine: 5 coupons x 2 lines, a product page (30 x 1), 50 x 20.
+"""Time the pure price engine: 5 coupons x 2 lines, a product page (30 x 1), 50 x 20,
+and the bench's signed-in product page (bench/seed.py's 20 held and 10 claimable
+templates on each of its 30 products).
 
 python bench/pricing_engine.py
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.seed import CLAIMABLE_TEMPLATES, HELD_TEMPLATES, PRODUCTS, product_id, template_body
 from bff.pricing.engine import Candidate, Line, best_quote
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -71,21 +74,52 @@ def case(coupons: int, lines: int, seed: int = 7) -> tuple[list[Line], list[Cand
     return order, candidates
 
 
-def measure(coupons: int, lines: int) -> float:
-    order, candidates = case(coupons, lines)
+def seeded_pages() -> list[tuple[list[Line], list[Candidate]]]:
+    """Each product page of the bench's shop as a holder sees it (bench/seed.py)."""
+    rng = random.Random(42)  # seed_shop's products, drawn in its order
+    candidates = []
+    for n in range(HELD_TEMPLATES + CLAIMABLE_TEMPLATES):
+        body = template_body(n)
+        held = n < HELD_TEMPLATES
+        candidates.append(
+            Candidate(
+                key=f"c:{n}" if held else f"t:{n}",
+                template_id=n + 1,
+                benefit=body["benefit"],
+                scope=body["scope"],
+                with_store_promotions=body["stacking"]["with_store_promotions"],
+                with_other_coupons=body["stacking"]["with_other_coupons"],
+                needs_claim=not held,
+                coupon_id=n if held else None,
+                expires_at=NOW + timedelta(days=7),
+            )
+        )
+    pages = []
+    for n in range(1, PRODUCTS + 1):
+        list_price = rng.randrange(9900, 59900, 100)
+        promo = list_price - 1000 if n % 2 else None
+        line = Line(product_id(n), 1, list_price, promo, ("cups", "tea", "snacks")[n % 3])
+        pages.append(([line], candidates))
+    return pages
+
+
+def measure(cases: list[tuple[list[Line], list[Candidate]]]) -> float:
     runs = 0
     started = time.perf_counter()
     while time.perf_counter() - started < 1.0:
+        order, candidates = cases[runs % len(cases)]
         best_quote(order, candidates)
         runs += 1
     return (time.perf_counter() - started) / runs
 
 
 def main() -> None:
-    print(f"{'case':<18}{'per quote':>14}")
+    print(f"{'case':<22}{'per quote':>12}")
     for coupons, lines in ((5, 2), (30, 1), (50, 20)):
-        seconds = measure(coupons, lines)
-        print(f"{f'{coupons} x {lines}':<18}{seconds * 1e6:>11.0f} us")
+        seconds = measure([case(coupons, lines)])
+        print(f"{f'{coupons} x {lines}':<22}{seconds * 1e6:>9.0f} us")
+    seconds = measure(seeded_pages())
+    print(f"{'bench product page':<22}{seconds * 1e6:>9.0f} us")
 
 
 if __name__ == "__main__":

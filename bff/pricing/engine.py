@@ -320,8 +320,38 @@ def _run(
 
 
 def _payable(lines: Sequence[Line], coupons: Sequence[_Coupon]) -> int | None:
+    if len(lines) == 1 and len(coupons) == 1:
+        return _alone_on_one_line(lines[0], coupons[0])
     run = _run(lines, coupons, strict=False)
     return None if run is None else sum(run[1])
+
+
+def _alone_on_one_line(line: Line, coupon: _Coupon) -> int | None:
+    """:func:`_run`'s payable for one coupon on one line (a product page), without the
+    lists: the same three steps, each on the line's one amount."""
+    if not coupon.indexes:
+        return None
+    if line.promo_price is not None and not coupon.at_list:
+        unit = line.promo_price
+    else:
+        unit = line.list_price
+    amount = unit * line.quantity
+    if coupon.threshold is not None and amount < coupon.threshold:
+        return None
+    benefit = coupon.candidate.benefit
+    if coupon.phase == _FIXED:
+        if line.quantity < 1:
+            return None  # no unit of its own
+        price = benefit["price"] if benefit["type"] == "exchange" else GIFT_PRICE
+        take = max(unit - price, 0)
+    elif coupon.phase == _DISCOUNT:
+        take = amount * (1000 - benefit["rate_permille"]) // 1000
+        max_off = benefit.get("max_off")
+        if max_off is not None and take > max_off:
+            take = max_off
+    else:
+        take = min(int(benefit["amount_off"]), amount)
+    return amount - take if take > 0 else None
 
 
 def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -> Quote | None:

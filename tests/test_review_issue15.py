@@ -1,0 +1,95 @@
+"""Issue 15 review (i15-review): findings still open on main after the issue's merges.
+
+Each test fails on main as merged after issue 15 and names what is wrong; HTTP findings
+run through the real app on both backends, pure-engine findings call the engine directly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+
+from bff.pricing.engine import Candidate, Line, best_quote
+from tests import pricing_oracle
+from tests.conftest import expect
+from tests.helpers import grant_ok, put_product, redeem, shop_url, wallet
+from tests.test_bad_input import error_of, raw_request
+
+ALONE_REFUSING = {"with_store_promotions": False, "with_other_coupons": False}
+
+
+def no_threshold(amount_off: int) -> dict[str, Any]:
+    return {"type": "no_threshold", "amount_off": amount_off}
+
+
+def stacking(key: str, template_id: int, benefit: dict[str, Any]) -> Candidate:
+    return Candidate(key, template_id, benefit, {"type": "shop"}, with_other_coupons=True)
+
+
+@pytest.fixture
+def user(auth: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth("user", sub="u-review")
+
+
+@pytest.fixture
+def service(auth: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth("service", shop="s1", sub="order-system")
+
+
+# --- 1. prices ---------------------------------------------------------------------------------
+def test_more_than_ten_stacking_templates_still_find_the_lowest_payable():
+    """DOMAIN: "The best choice is the lowest payable total." Beyond MAX_STACKING_EXACT (10)
+    stacking templates the engine keeps the 10 that price the cart lowest *alone*, so a
+    coupon that is weak alone but needed together is never tried: ten 1.00-off coupons take a
+    10.00 product to 0, yet the engine keeps the 50 % discount (best alone) and answers 0.50."""
+    lines = [Line("P1", 1, 1000)]
+    candidates = [stacking(f"c{i}", i, no_threshold(100)) for i in range(1, 11)]
+    candidates.append(stacking("d", 20, {"type": "discount", "rate_permille": 500}))
+    oracle = pricing_oracle.best(lines, candidates)
+    assert oracle.quote.payable == 0
+    quote = best_quote(lines, candidates)
+    assert quote.payable == oracle.quote.payable, [c.candidate.key for c in quote.coupons]
+
+
+async def test_a_named_coupon_that_raises_the_payable_is_refused_at_checkout_and_redemption(
+    client, merchant, make_template, user, service
+):
+    """DOMAIN: "A combination never holds a coupon that could be dropped without raising
+    the payable total" and a checkout or redemption naming a forbidden combination "is
+    refused with a 4xx naming the coupon, never priced". A coupon that refuses store
+    promotions puts a 10.00 product on promotion at 8.00 back at list price; 1.50 off makes
+    it 8.50, more than the 8.00 paid with no coupon at all. ``engine.unneeded`` only checks
+    combinations of two or more, so the lone coupon is priced and spent, and the shopper
+    pays 0.50 more than with nothing."""
+    await put_product(client, merchant, "p1", 1000, promo_price=800)
+    template = await make_template(
+        name="立减1.5不与店铺优惠同享", benefit=no_threshold(150), stacking=ALONE_REFUSING
+    )
+    await grant_ok(client, merchant, template["id"], ["u-review"])
+    (coupon,) = await wallet(client, user)
+    items = [{"product_id": "p1", "quantity": 1}]
+
+    best = await expect(
+        await client.post(shop_url("/checkout/preview"), json={"items": items}, headers=user),
+        HTTPStatus.OK,
+    )
+    assert (best["payable"], best["coupons"]) == (800, []), best  # the engine's best: none
+
+    named = await client.post(
+        shop_url("/checkout/preview"),
+        json={"items": items, "coupon_ids": [coupon["coupon_id"]]},
+        headers=user,
+    )
+    body = await named.json()
+    assert named.status == HTTPStatus.CONFLICT, body  # main: 200, payable 850
+    assert body["error"]["details"] == {"coupon_id": coupon["coupon_id"], "reason": "not_needed"}
+
+    locked = await redeem(client, service, "o-review-1", "u-review", items, [coupon["coupon_id"]])
+    body = await locked.json()
+    assert locked.status == HTTPStatus.CONFLICT, body  # main: 201, the coupon locked for 850

@@ -93,3 +93,66 @@ async def test_a_named_coupon_that_raises_the_payable_is_refused_at_checkout_and
     locked = await redeem(client, service, "o-review-1", "u-review", items, [coupon["coupon_id"]])
     body = await locked.json()
     assert locked.status == HTTPStatus.CONFLICT, body  # main: 201, the coupon locked for 850
+
+
+# --- 3. bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_a_400(client, encoding):
+    """Anonymous ``POST /prices`` with ``Content-Encoding: gzip`` (or deflate) and a body
+    that is not compressed: aiohttp raises ``RequestPayloadError`` from ``request.read()``,
+    which is neither an ``HttpProcessingError`` nor an ``HTTPException``, so
+    ``bff.errors.error_middleware`` answers 500 INTERNAL: anyone can produce 500s at will."""
+    raw = json.dumps({"items": [{"product_id": "p1", "quantity": 1}]}).encode()
+    response = await client.post(
+        shop_url("/prices"),
+        data=raw,
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    body = await response.json()
+    error_of(body)
+    assert response.status == HTTPStatus.BAD_REQUEST, body  # main: 500 INTERNAL
+
+
+async def test_a_well_compressed_body_is_still_read(client):
+    """The fix must not refuse a body that does decode (aiohttp decompresses it)."""
+    raw = json.dumps({"items": [{"product_id": "p1", "quantity": 1}]}).encode()
+    for encoding, packed in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+        response = await client.post(
+            shop_url("/prices"),
+            data=packed,
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+        assert (await expect(response, HTTPStatus.OK)) == {"items": []}
+
+
+async def test_a_broken_compressed_form_is_a_400(client, merchant, make_template):
+    """The same on a multipart route (grants read their form with ``request.multipart()``)."""
+    template = await make_template()
+    boundary = "b0undary"
+    response = await client.post(
+        shop_url(f"/admin/coupon-templates/{template['id']}/grants"),
+        data=f"--{boundary}\r\n".encode() + b"not gzip at all",
+        headers={
+            **merchant,
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Encoding": "gzip",
+        },
+    )
+    body = await response.json()
+    error_of(body)
+    assert response.status == HTTPStatus.BAD_REQUEST, body
+
+
+async def test_an_unknown_expect_header_is_answered_in_the_error_shape(client):
+    """``Expect: foo`` on any route: aiohttp's default expect handler raises
+    ``HTTPExpectationFailed(text="Unknown Expect: foo")`` before the view, and the reply is
+    ``417 text/plain`` echoing the header (the error middleware maps only the statuses in
+    ``_HTTP_CODES``; 417 falls through as text because the handler builds a plain body)."""
+    head = (
+        b"POST /api/v1/shops/s1/prices HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\nExpect: foo-SECRET\r\n\r\n{}"
+    )
+    status, headers, body = await raw_request(client, head)
+    assert headers.get("content-type", "").startswith("application/json"), (status, body)
+    assert b"SECRET" not in body, body
+    error_of(json.loads(body))

@@ -206,3 +206,77 @@ async def test_every_status_a_bodyless_route_answers_to_a_stray_body_is_document
         if str(response.status) not in documented:
             undocumented.append((path, response.status, sorted(documented)))
     assert undocumented == []
+
+
+# --- 1. prices: a pair that only lifts itself to the price paid with no coupon -----------------
+REFUSES_BUT_STACKS = {"with_store_promotions": False, "with_other_coupons": True}
+STACKS = {"with_store_promotions": True, "with_other_coupons": True}
+
+
+def test_a_combination_that_pays_what_no_coupon_pays_is_never_chosen():
+    """P1 at list 10.00, on promotion at 8.00. R (1.00 off, refuses store promotions, stacks)
+    puts P1 back at 10.00, which lifts X's threshold (1.00 off from 9.00) so X applies:
+    R + X pay 10.00 - 2.00 = 8.00, exactly what the cart pays with no coupon. DOMAIN: "A
+    combination never holds a coupon that could be dropped without raising the payable
+    total: removing that one coupon and pricing the rest again gives the same or a lower
+    total (no coupon is spent for nothing)". Removing R and pricing the rest again: X no
+    longer applies, the cart pays 8.00, the same, so R could be dropped. The engine and the
+    oracle both call {X} "not usable" and so count R as needed, and since {R, X} ties with
+    no coupon on the payable and wins the expiry tie-break, both spend two coupons for
+    nothing (the product page shows them, checkout proposes them, the
+    statistics credit 2.00 of discount that nobody saved)."""
+    from datetime import UTC, datetime
+
+    expiry = datetime(2026, 12, 1, tzinfo=UTC)
+    lines = [Line("P1", 1, 1000, 800)]
+    refuser = Candidate(
+        "r",
+        1,
+        no_threshold(100),
+        {"type": "shop"},
+        with_store_promotions=False,
+        with_other_coupons=True,
+        coupon_id=1,
+        expires_at=expiry,
+    )
+    lifted = Candidate(
+        "x",
+        2,
+        {"type": "threshold", "amount_off": 100, "threshold": 900},
+        {"type": "shop"},
+        with_other_coupons=True,
+        coupon_id=2,
+        expires_at=expiry,
+    )
+    quote = best_quote(lines, [refuser, lifted])
+    assert quote.payable == 800
+    assert [applied.candidate.key for applied in quote.coupons] == []  # main: ['r', 'x']
+    oracle = pricing_oracle.best(lines, [refuser, lifted])
+    assert oracle.combo == ()  # the oracle encodes the same reading: main: (r, x)
+
+
+async def test_the_price_pages_spend_no_coupon_for_the_no_coupon_price(
+    client, merchant, make_template, user
+):
+    """The case above through the product page and checkout's best (what a front end then
+    sends to the order system): each answers 8.00 with R and X applied."""
+    await put_product(client, merchant, "p1", 1000, promo_price=800)
+    refuser = await make_template(
+        name="立减1不与店铺优惠同享", benefit=no_threshold(100), stacking=REFUSES_BUT_STACKS
+    )
+    lifted = await make_template(
+        name="满9减1",
+        benefit={"type": "threshold", "amount_off": 100, "threshold": 900},
+        stacking=STACKS,
+    )
+    for template in (refuser, lifted):
+        await grant_ok(client, merchant, template["id"], ["u-review"])
+    items = [{"product_id": "p1", "quantity": 1}]
+
+    page = await expect(await client.get(shop_url("/products/p1"), headers=user), HTTPStatus.OK)
+    assert (page["price"]["final_price"], page["price"]["coupons"]) == (800, []), page["price"]
+    best = await expect(
+        await client.post(shop_url("/checkout/preview"), json={"items": items}, headers=user),
+        HTTPStatus.OK,
+    )
+    assert (best["payable"], best["coupons"]) == (800, []), best

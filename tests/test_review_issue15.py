@@ -280,3 +280,17 @@ async def test_the_price_pages_spend_no_coupon_for_the_no_coupon_price(
         HTTPStatus.OK,
     )
     assert (best["payable"], best["coupons"]) == (800, []), best
+
+
+# --- 3. query strings: only the integers the document describes --------------------------------
+@pytest.mark.parametrize("spelling", ["1_0", "%D9%A1", "+1", "%201%20"])
+async def test_a_query_integer_is_spelled_with_ascii_digits_only(client, merchant, spelling):
+    """``QueryInt`` is marshmallow's non-strict Integer, i.e. Python's ``int(str)``: it takes
+    ``1_0`` (10), Arabic-Indic ``١`` (1), ``+1`` and `` 1 `` for ``quantity`` and ``limit``,
+    which the document types as plain integers. Cosmetic, but two spellings of one request
+    also miss each other in the raw-path reply cache. (Cosmetic / contract.)"""
+    await put_product(client, merchant, "p1", 1000)
+    response = await client.get(shop_url(f"/products/p1?quantity={spelling}"))
+    body = await response.json()
+    assert response.status == HTTPStatus.BAD_REQUEST, body  # main: 200
+    assert "quantity" in error_of(body)["details"], body

@@ -30,11 +30,17 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+# The standard library's encoder: what orjson must match (tests/test_jsonutil.py), and the
+# fallback for what orjson refuses.
+stdlib_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default)
 _OPTIONS = orjson.OPT_NON_STR_KEYS  # int keys become strings, as with the json module
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default, option=_OPTIONS)
+    try:
+        return orjson.dumps(value, default=_default, option=_OPTIONS)
+    except TypeError:  # an integer beyond 64 bits (a request body being hashed): the slow way
+        return stdlib_encoder.encode(value).encode()
 
 
 def dumps_str(value: Any) -> str:
@@ -43,7 +49,3 @@ def dumps_str(value: Any) -> str:
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
-
-
-# The standard library's encoder, for tests/test_jsonutil.py's comparison.
-stdlib_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default)

@@ -48,3 +48,7 @@ def test_what_the_default_writes():
     value = {"at": datetime(2026, 11, 20, 4, 0, tzinfo=UTC), "n": Decimal("3"), "s": {2, 1}}
     assert jsonutil.dumps(value) == b'{"at":"2026-11-20T04:00:00+00:00","n":3,"s":[1,2]}'
     assert jsonutil.loads(jsonutil.dumps({"名": "满299减50"})) == {"名": "满299减50"}
+
+
+def test_an_integer_beyond_64_bits_is_written_the_slow_way():
+    assert jsonutil.dumps({"n": 2**70}) == b'{"n":1180591620717411303424}'

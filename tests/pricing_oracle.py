@@ -350,6 +350,19 @@ class Best:
     minimal: int  # how many of those were minimal
 
 
+def priced_again(lines: Sequence[Line], combo: Sequence[Candidate]) -> int:
+    """What ``combo`` pays "priced again" (DOMAIN: "removing that one coupon and pricing
+    the rest again"): the coupons of it that cannot apply are left out, again until every
+    one left applies (leaving out one that refuses store promotions changes the base
+    prices, so another's threshold may fail next)."""
+    combo = list(combo)
+    while True:
+        priced = price(lines, combo)
+        if priced.quote is not None:
+            return priced.quote.payable
+        combo = [c for c in combo if c.key not in priced.problems]
+
+
 def best(
     lines: Sequence[Line], candidates: Sequence[Candidate], max_to_claim: int | None = None
 ) -> Best:
@@ -358,8 +371,9 @@ def best(
     A subset is usable when the stacking rules allow it, it holds at most ``max_to_claim``
     coupons to claim, and it prices (every coupon has a line in scope, meets its threshold,
     has a unit of its own when it is a fixed price, and takes something). It is minimal when
-    dropping any one coupon gives a combination that is not usable or pays strictly more.
-    The best is the lowest ``rank`` among the usable minimal subsets.
+    dropping any one coupon and pricing the rest again (``priced_again``: what cannot
+    apply then is left out) pays strictly more, and, when it is not empty, it pays strictly
+    less than no coupon. The best is the lowest ``rank`` among the usable minimal subsets.
     """
     candidates = list(candidates)
     memo: dict[frozenset[int], OracleQuote | None] = {}
@@ -376,6 +390,8 @@ def best(
 
     chosen: tuple[tuple[Any, ...], frozenset[int], OracleQuote] | None = None
     n_usable = n_minimal = 0
+    nothing = price(lines, []).quote
+    assert nothing is not None
     for size in range(len(candidates) + 1):
         for members_tuple in combinations(range(len(candidates)), size):
             members = frozenset(members_tuple)
@@ -383,10 +399,12 @@ def best(
             if quote is None:
                 continue
             n_usable += 1
+            if members and quote.payable >= nothing.payable:
+                continue  # dropping them all would not raise the payable
             minimal = True
             for i in members:
-                without = usable(members - {i})
-                if without is not None and without.payable <= quote.payable:
+                rest = [candidates[j] for j in sorted(members - {i})]
+                if priced_again(lines, rest) <= quote.payable:
                     minimal = False
                     break
             if not minimal:

@@ -292,31 +292,59 @@ def _at_list(coupons: Iterable[_Coupon]) -> frozenset[int]:
 
 
 def _run(
-    lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool
+    lines: Sequence[Line],
+    coupons: Sequence[_Coupon],
+    *,
+    strict: bool,
+    failed: list[_Coupon] | None = None,
 ) -> tuple[_Prices, list[int], list[tuple[_Coupon, list[int]]]] | None:
     """Apply exactly ``coupons``: the prices, what is left of each line and each coupon's
     shares in the order of application; None (NotApplicable when ``strict``) if one
     cannot apply: no line in scope, threshold not met, no unit of its own, or a coupon
-    that takes nothing (none is ever spent for nothing)."""
+    that takes nothing (none is ever spent for nothing). With ``failed``, a coupon that
+    cannot apply is left out and added there instead."""
     prices = _Prices(lines, _at_list(coupons))
+    todo = []
     for coupon in coupons:
-        if not coupon.indexes or not prices.meets(coupon):
-            if not strict:
-                return None
+        if coupon.indexes and prices.meets(coupon):
+            todo.append(coupon)
+        elif failed is not None:
+            failed.append(coupon)
+        elif not strict:
+            return None
+        else:
             reason = "no product in scope" if not coupon.indexes else "threshold not met"
             raise NotApplicable(coupon.candidate, reason)
     remaining = list(prices.amounts)
     free_units = [line.quantity for line in lines]
     applied = []
-    for coupon in sorted(coupons, key=lambda c: c.order) if len(coupons) > 1 else coupons:
+    for coupon in sorted(todo, key=lambda c: c.order) if len(todo) > 1 else todo:
         shares = _apply(coupon, prices, remaining, free_units)
         if shares is None or not any(shares):  # no coupon is spent for nothing
+            if failed is not None:
+                failed.append(coupon)  # _apply changed nothing: it took no cent
+                continue
             if not strict:
                 return None
             reason = "no unit of its own" if shares is None else "takes nothing off"
             raise NotApplicable(coupon.candidate, reason)
         applied.append((coupon, shares))
     return prices, remaining, applied
+
+
+def _priced_again(lines: Sequence[Line], coupons: Sequence[_Coupon]) -> int:
+    """What ``coupons`` pay "priced again" (DOMAIN.md: "removing that one coupon and
+    pricing the rest again"): the coupons that cannot apply are left out, again until
+    every one left applies (leaving out one that refuses store promotions changes the base
+    prices, so another's threshold may fail next)."""
+    coupons = list(coupons)
+    while True:
+        failed: list[_Coupon] = []
+        run = _run(lines, coupons, strict=False, failed=failed)
+        assert run is not None
+        if not failed:
+            return sum(run[1])
+        coupons = [c for c in coupons if all(c is not f for f in failed)]
 
 
 def _payable(lines: Sequence[Line], coupons: Sequence[_Coupon]) -> int | None:
@@ -403,13 +431,15 @@ def evaluate(lines: Sequence[Line], combo: Sequence[Candidate]) -> Quote:
 
 def unneeded(lines: Sequence[Line], combo: Sequence[Candidate], quote: Quote) -> Candidate | None:
     """The first coupon of ``combo`` (priced as ``quote``) that could be dropped without
-    raising the payable: "no coupon is spent for nothing", for a checkout that names them."""
-    if len(combo) < 2:
+    raising the payable, priced again, or the first coupon when the order pays no less
+    without any: "no coupon is spent for nothing", for a checkout that names them."""
+    if not combo:
         return None
+    if _priced_again(lines, []) <= quote.payable:
+        return combo[0]
     prepared = [_prepare(c, lines) for c in combo]
     for k, candidate in enumerate(combo):
-        rest = _payable(lines, prepared[:k] + prepared[k + 1 :])
-        if rest is not None and rest <= quote.payable:
+        if _priced_again(lines, prepared[:k] + prepared[k + 1 :]) <= quote.payable:
             return candidate
     return None
 
@@ -523,6 +553,7 @@ class _Search:
         self.bits = {id(c): 1 << k for k, c in enumerate(self.pool)}
         self.claims_left = claims_left
         self.payables: dict[int, int] = {}  # subset (bit mask) -> payable, usable ones only
+        self.again: dict[int, int] = {}  # the others, priced again (see _again)
 
     def best(self) -> tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None:
         refusers = [c for c in self.pool if c.refuses]
@@ -593,17 +624,20 @@ class _Search:
 
     def _choose(self) -> tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None:
         payables = self.payables
+        nothing = payables[0]
         best: tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None = None
         for mask, payable in payables.items():
-            if not mask or (best is not None and payable > best[0][0]):
-                continue
+            if not mask or payable >= nothing or (best is not None and payable > best[0][0]):
+                continue  # (no coupon is spent for nothing: without any it pays no more)
             minimal = True
             rest = mask
             while rest:
                 bit = rest & -rest
                 rest ^= bit
                 without = payables.get(mask ^ bit)
-                if without is not None and without <= payable:
+                if without is None:  # not every coupon of the rest applies: price it again
+                    without = self._again(mask ^ bit)
+                if without <= payable:
                     minimal = False
                     break
             if not minimal:
@@ -613,3 +647,12 @@ class _Search:
             if best is None or rank < best[0]:
                 best = (rank, coupons)
         return best
+
+    def _again(self, mask: int) -> int:
+        """A subset some coupon of which cannot apply, priced again (kept, for the
+        other subsets that drop down to it)."""
+        payable = self.again.get(mask)
+        if payable is None:
+            coupons = [c for c in self.pool if mask & self.bits[id(c)]]
+            payable = self.again[mask] = _priced_again(self.lines, coupons)
+        return payable

@@ -21,6 +21,7 @@ import redis.exceptions
 import sqlalchemy.exc
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from bff import jsonutil
 from bff.keys import SETTINGS
@@ -149,9 +150,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-    except HttpProcessingError as exc:
-        # The body could not be read as HTTP (a broken chunked encoding, say): the
-        # request is malformed. aiohttp's message may quote the request: not echoed.
+    except (HttpProcessingError, RequestPayloadError) as exc:
+        # The body could not be read as HTTP (a broken chunked encoding, say, or a body
+        # that does not decode as its Content-Encoding): the request is malformed.
+        # aiohttp's message may quote the request: not echoed.
         log.info("malformed request body: %s", type(exc).__name__)
         return error_response(
             HTTPStatus.BAD_REQUEST,

@@ -77,6 +77,13 @@ def _binary_collation(conn: Connection) -> None:
         )
 
 
+def _long_idempotency_replies(conn: Connection) -> None:
+    """A grant to thousands of users replies with more than TEXT's 64 KB on MariaDB."""
+    if conn.dialect.name != "mysql":
+        return  # SQLite's TEXT has no such limit
+    conn.exec_driver_sql("ALTER TABLE `idempotency_records` MODIFY `reply` MEDIUMTEXT NOT NULL")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "templates, products, members", _create("coupon_templates", "products", "members")
@@ -100,6 +107,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(7, "redemptions", _create("redemptions", "redemption_coupons")),
     Migration(8, "coupons by order", _create_index("coupons", "ix_coupons_shop_id_order_id")),
+    Migration(9, "idempotency replies up to 16 MB", _long_idempotency_replies),
 ]
 
 

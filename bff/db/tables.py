@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import mysql
 
 from bff.db.types import BigId, UtcDateTime
 
@@ -194,7 +195,8 @@ idempotency_records = Table(
     Column("request_key", String(200), primary_key=True),
     Column("body_hash", String(64), nullable=False),
     Column("status", Integer, nullable=False),
-    Column("reply", Text, nullable=False),
+    # A grant's reply holds a result per user (up to 10,000): over MariaDB's 64 KB TEXT.
+    Column("reply", Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     **MYSQL_TABLE_ARGS,
 )

@@ -84,6 +84,10 @@ ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
         "UNSUPPORTED_MEDIA_TYPE: the body is neither application/json nor, where the "
         "operation takes a file, multipart/form-data",
     ),
+    HTTPStatus.EXPECTATION_FAILED: (
+        "ExpectationFailed",
+        "EXPECTATION_FAILED: an Expect header other than 100-continue",
+    ),
     HTTPStatus.TOO_MANY_REQUESTS: ("RateLimited", "RATE_LIMITED; wait Retry-After seconds"),
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: (
         "HeadersTooLarge",
@@ -106,6 +110,7 @@ _ALWAYS = {
     HTTPStatus.UNAUTHORIZED,
     HTTPStatus.REQUEST_URI_TOO_LONG,
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+    HTTPStatus.EXPECTATION_FAILED,  # bff.routing.expect_handler, before the view
 }
 
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from marshmallow import Schema, ValidationError
 
 from bff import jsonutil
 from bff.auth import Claims, Role
 from bff.bodies import check_media_type, parse_json, query_of
-from bff.errors import forbidden, unauthenticated, validation_failed
+from bff.errors import error_response, forbidden, unauthenticated, validation_failed
 from bff.keys import CLAIMS, INVALIDATOR, RAW_CACHE_KEY, REPLY_CACHE
 from bff.schemas import ID_PATTERN, flatten_errors
 
@@ -308,6 +308,25 @@ def anonymous_raw_body_key(request: web.Request, claims: Claims | None, raw: byt
     return f"raw|{request.raw_path}|{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
 
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` as aiohttp answers it; any other expectation is a 417 in
+    the error shape. aiohttp's own handler raises before the middlewares, which answered
+    ``417 text/plain`` quoting the header."""
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the body has not started: as aiohttp does
+        return None
+    if request.version < HttpVersion11:
+        return None  # HTTP/1.0 has no Expect: ignored, as aiohttp does
+    return error_response(
+        HTTPStatus.EXPECTATION_FAILED,
+        "EXPECTATION_FAILED",
+        "only Expect: 100-continue is supported",
+    )
+
+
 def add_routes(app: web.Application, endpoints: list[Endpoint]) -> None:
     for endpoint in endpoints:
-        app.router.add_route(endpoint.method, endpoint.path, make_view(endpoint))
+        app.router.add_route(
+            endpoint.method, endpoint.path, make_view(endpoint), expect_handler=expect_handler
+        )

@@ -153,9 +153,10 @@ async def test_an_unknown_expect_header_is_answered_in_the_error_shape(client):
         b"Content-Type: application/json\r\nContent-Length: 2\r\nExpect: foo-SECRET\r\n\r\n{}"
     )
     status, headers, body = await raw_request(client, head)
+    assert status == HTTPStatus.EXPECTATION_FAILED, (status, body)
     assert headers.get("content-type", "").startswith("application/json"), (status, body)
     assert b"SECRET" not in body, body
-    error_of(json.loads(body))
+    assert error_of(json.loads(body))["code"] == "EXPECTATION_FAILED"
 
 
 # --- 2. nothing half-written: a grant's stored reply ---------------------------------------

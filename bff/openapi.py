@@ -111,6 +111,7 @@ _ALWAYS = {
     HTTPStatus.REQUEST_URI_TOO_LONG,
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
     HTTPStatus.EXPECTATION_FAILED,  # bff.routing.expect_handler, before the view
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,  # a body of another type, even where none is taken
 }
 
 
@@ -258,8 +259,6 @@ def statuses(endpoint: Endpoint) -> set[HTTPStatus]:
         found.add(HTTPStatus.BAD_REQUEST)
     if endpoint.body is not None or endpoint.form is not None:
         found.add(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-    if endpoint.body is not None or endpoint.form is not None or endpoint.method != "GET":
-        found.add(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)  # a body of another type (bff.bodies)
     if path_patterns(endpoint.path):
         # An id outside its pattern matches no route: 404, like an unknown id.
         found.add(HTTPStatus.NOT_FOUND)

@@ -204,11 +204,20 @@ class ErrorReply(Schema):
     error = fields.Nested(ErrorBody, required=True)
 
 
+_QUERY_DIGITS = re.compile(r"-?[0-9]{1,19}")
+
+
 class QueryInt(fields.Integer):
-    """An integer from a query string ("20")."""
+    """An integer from a query string ("20"), in ASCII digits only: Python's ``int()``
+    would also take "1_0", "+1", " 1 " and other scripts' digits."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(strict=False, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and _QUERY_DIGITS.fullmatch(value) is None:
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class PageQuery(Schema):

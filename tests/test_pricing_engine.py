@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bff.pricing.engine import (
@@ -173,3 +174,50 @@ def test_which_coupon_stands_for_a_template_does_not_change_the_price():
     assert (
         best_quote(lines, candidates).payable == oracle.best(lines, candidates).quote.payable == 3
     )
+
+
+# --- the cut walk on many stacking coupons --------------------------------------------------
+@st.composite
+def many_stacking(draw):
+    """9-12 stacking coupons on 1-2 lines: walks that the bound cuts (over SMALL_WALK)."""
+    lines = [
+        Line(f"p{i}", draw(st.integers(1, 2)), draw(st.integers(100, 3000)), None, "c1")
+        for i in range(draw(st.integers(1, 2)))
+    ]
+    candidates = []
+    for i in range(draw(st.integers(9, 12))):
+        kind = draw(st.sampled_from(["off", "off", "threshold", "discount"]))
+        if kind == "off":
+            benefit = off(draw(st.integers(1, 800)))
+        elif kind == "threshold":
+            benefit = off(draw(st.integers(1, 800)), draw(st.integers(100, 4000)))
+        else:
+            benefit = {"type": "discount", "rate_permille": draw(st.integers(100, 999))}
+            if draw(st.booleans()):
+                benefit["max_off"] = draw(st.integers(1, 1000))
+        candidates.append(
+            coupon(
+                f"k{i}",
+                benefit,
+                template=i,
+                stack=True,
+                promo=draw(st.booleans()),
+                claim=draw(st.booleans()),
+                days=draw(st.integers(1, 9)),
+            )
+        )
+    return lines, candidates
+
+
+@settings(
+    max_examples=int(os.environ.get("PRICING_EXAMPLES", "300")) // 6,
+    deadline=None,
+    derandomize=True,
+)
+@given(many_stacking())
+def test_the_cut_walk_equals_the_oracle_on_many_stacking_coupons(case):
+    lines, candidates = case
+    expected = oracle.best(lines, candidates)
+    quote = best_quote(lines, candidates)
+    assert quote.payable == expected.quote.payable
+    assert {a.candidate.key for a in quote.coupons} == {c.key for c in expected.combo}

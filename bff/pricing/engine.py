@@ -33,16 +33,20 @@ coupon with what it took here.
 
 Search and cost. Coupons of one template are interchangeable for the payable, so one
 stands for each template (the one the last tie-break would pick). Coupons that do not
-stack are each priced alone. The stacking templates that apply are searched
-exhaustively: a depth-first walk in the order of application prices every allowed
-subset, sharing the work of common prefixes (one coupon applied per node), and keeps
-each subset's payable, so that minimality is a look-up per coupon. That is
-O(2^s · n) for s stacking templates and n lines; s is 0-3 on a real page (coupons do
-not stack by default). Rounding makes the payable not quite monotone in the set of
-coupons (a cent can move between lines), so no shortcut short of the walk is exact.
-Beyond ``MAX_STACKING_EXACT`` stacking templates in one cart the walk takes the
-``MAX_STACKING_EXACT`` that price the cart lowest alone: the one place the result is not provably
-the best. Measured by ``bench/pricing_engine.py``.
+stack are each priced alone. The stacking templates that apply are searched by a
+depth-first walk in the order of application that shares the work of common prefixes
+(one coupon applied per node) and keeps each subset's payable, so that minimality is a
+look-up per coupon (a subset it did not price is priced then). It tries each coupon
+before going without it, and cuts a branch when even every coupon still to come could
+not bring it down to the lowest payable found so far: the cut branches hold no
+combination of the lowest payable, so the result is exact. Worst case O(2^s · n) for s
+stacking templates and n lines; s is 0-3 on a real page (coupons do not stack by
+default), and the cut keeps a wallet of many stacking coupons far below that. Rounding
+makes the payable not quite monotone in the set of coupons (a cent can move between
+lines), so the walk cuts only on bounds that hold whatever the rounding. A search stops
+after ``NODE_BUDGET`` coupons applied (a cart where very many combinations tie at the
+lowest price), keeping the best found: the one place the result is not provably the
+best. Measured by ``bench/pricing_engine.py``.
 """
 
 from __future__ import annotations
@@ -56,7 +60,10 @@ from typing import Any
 FIXED_PRICE = ("exchange", "gift")
 AMOUNT_OFF = ("threshold", "no_threshold")
 GIFT_PRICE = 1  # a gift is bought for 1 cent
-MAX_STACKING_EXACT = 10  # 2^10 subsets searched at most
+# Coupons applied at most in one search: a cart where many stacking coupons each bring
+# the price to its lowest has as many equally cheap combinations to break the tie among.
+NODE_BUDGET = 5_000
+SMALL_WALK = 6  # up to this many stacking coupons, the walk is not cut
 
 # Phases of application: fixed prices, narrow amount-offs, shop-wide amount-offs, discount.
 _FIXED, _NARROW, _SHOP_WIDE, _DISCOUNT = 0, 1, 2, 3
@@ -199,12 +206,14 @@ class _Coupon:
     phase: int
     threshold: int | None
     # with_store_promotions=false: the lines in its scope at list price (DOMAIN.md's
-    # words: every line of the scope, also for a fixed price that takes one of them).
+    # words: every line of the scope, also for a fixed price that takes one of them);
+    # only those with a promotion price, the others cost the same either way.
     at_list: tuple[int, ...]
 
     @property
     def refuses(self) -> bool:
-        return not self.candidate.with_store_promotions
+        """Whether holding it changes the base prices (the search tries both ways)."""
+        return bool(self.at_list)
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -226,7 +235,13 @@ def _prepare(candidate: Candidate, lines: Sequence[Line]) -> _Coupon:
         candidate.benefit.get("threshold"),
         ()
         if candidate.with_store_promotions
-        else tuple(i for i, line in enumerate(lines) if in_scope(candidate.scope, line)),
+        else tuple(
+            i
+            for i, line in enumerate(lines)
+            if line.promo_price is not None
+            and line.promo_price != line.list_price
+            and in_scope(candidate.scope, line)
+        ),
     )
 
 
@@ -521,7 +536,7 @@ def best_quote(
         if rank < best_rank:
             best_rank, best = rank, (coupon,)
     if stacking:
-        found = _Search(lines, _exact_pool(lines, stacking), claims_left).best()
+        found = _Search(lines, stacking, claims_left, empty.payable).best()
         if found is not None and found[0] < best_rank:
             best_rank, best = found
     if not best:
@@ -531,33 +546,35 @@ def best_quote(
     return quote
 
 
-def _exact_pool(lines: Sequence[Line], stacking: list[_Coupon]) -> list[_Coupon]:
-    if len(stacking) <= MAX_STACKING_EXACT:
-        return stacking
-
-    def alone(coupon: _Coupon) -> tuple[int, tuple[Any, ...]]:
-        payable = _payable(lines, [coupon])
-        return (payable if payable is not None else math.inf, coupon.order)
-
-    return sorted(stacking, key=alone)[:MAX_STACKING_EXACT]
-
-
 class _Search:
-    """Every allowed subset of the stacking coupons, priced by a walk in the order of
+    """The allowed subsets of the stacking coupons, priced by a walk in the order of
     application (one coupon applied per node), for each choice of the coupons that put
-    their lines at list price."""
+    their lines at list price. A branch is cut when even every coupon still to come could
+    not bring it to the lowest payable found so far (found first: the walk tries each
+    coupon before going without it); a subset it never priced is priced when minimality
+    asks for it."""
 
-    def __init__(self, lines: Sequence[Line], pool: list[_Coupon], claims_left: float) -> None:
+    def __init__(
+        self, lines: Sequence[Line], pool: list[_Coupon], claims_left: float, nothing: int
+    ) -> None:
         self.lines = lines
         self.pool = sorted(pool, key=lambda c: c.order)
         self.bits = {id(c): 1 << k for k, c in enumerate(self.pool)}
         self.claims_left = claims_left
+        self.nothing = nothing  # what the cart pays without any coupon
+        # A combination is chosen only if it pays less than no coupon.
+        self.upper = nothing - 1
         self.payables: dict[int, int] = {}  # subset (bit mask) -> payable, usable ones only
         self.again: dict[int, int] = {}  # the others, priced again (see _again)
+        self.nodes = 0
+        self.bounds: _Bounds | None = None
 
     def best(self) -> tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None:
         refusers = [c for c in self.pool if c.refuses]
-        for choice in range(1 << len(refusers)):
+        everyone = (1 << len(refusers)) - 1
+        # The most refusers first: more coupons, a lower payable found early, more cut.
+        for choice in sorted(range(everyone + 1), key=lambda m: -m.bit_count()):
+            self.nodes += 1
             chosen = [c for k, c in enumerate(refusers) if choice >> k & 1]
             if sum(1 for c in chosen if c.phase == _DISCOUNT) > 1:
                 continue
@@ -570,6 +587,8 @@ class _Search:
                 for c in self.pool
                 if id(c) in forced or (not c.refuses and prices.meets(c))
             ]
+            # A few coupons: walking them all costs less than the bounds would.
+            self.bounds = _Bounds(prices, steps) if len(steps) > SMALL_WALK else None
             self._walk(
                 prices,
                 steps,
@@ -580,6 +599,8 @@ class _Search:
                 0,
                 False,
             )
+            if self.nodes > NODE_BUDGET:
+                break
         return self._choose()
 
     def _walk(
@@ -593,7 +614,12 @@ class _Search:
         claims: int,
         discounted: bool,
     ) -> None:
+        left = sum(remaining)
         while at < len(steps):
+            if self.nodes > NODE_BUDGET:
+                return  # the budget is spent: the best found stands
+            if self.bounds is not None and self.bounds.lowest(at, left, discounted) > self.upper:
+                return  # nothing below can be chosen
             coupon, forced = steps[at]
             at += 1
             can_take = (not coupon.candidate.needs_claim or claims < self.claims_left) and (
@@ -603,6 +629,7 @@ class _Search:
                 if forced:
                     return
                 continue
+            self.nodes += 1
             taken, units = list(remaining), free_units
             if coupon.phase == _FIXED:
                 units = list(free_units)
@@ -620,33 +647,40 @@ class _Search:
                 )
             if forced:
                 return  # every subset of this choice holds it
-        self.payables[mask] = sum(remaining)
+        self.payables[mask] = left
+        if left < self.upper:
+            self.upper = left
 
     def _choose(self) -> tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None:
-        payables = self.payables
-        nothing = payables[0]
-        best: tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None = None
-        for mask, payable in payables.items():
-            if not mask or payable >= nothing or (best is not None and payable > best[0][0]):
-                continue  # (no coupon is spent for nothing: without any it pays no more)
-            minimal = True
-            rest = mask
-            while rest:
-                bit = rest & -rest
-                rest ^= bit
-                without = payables.get(mask ^ bit)
-                if without is None:  # not every coupon of the rest applies: price it again
-                    without = self._again(mask ^ bit)
-                if without <= payable:
-                    minimal = False
-                    break
-            if not minimal:
-                continue
-            coupons = tuple(c for c in self.pool if mask & self.bits[id(c)])
-            rank = _rank(payable, [c.candidate for c in coupons])
-            if best is None or rank < best[0]:
-                best = (rank, coupons)
-        return best
+        """The best-ranked minimal subset: by payable, then by rank within a payable,
+        minimality checked in that order until one holds."""
+        by_payable: dict[int, list[int]] = {}
+        for mask, payable in self.payables.items():
+            if mask and payable < self.nothing:  # (no coupon is spent for nothing)
+                by_payable.setdefault(payable, []).append(mask)
+        for payable in sorted(by_payable):
+            ranked = []
+            for mask in by_payable[payable]:
+                coupons = tuple(c for c in self.pool if mask & self.bits[id(c)])
+                ranked.append((_rank(payable, [c.candidate for c in coupons]), mask, coupons))
+            ranked.sort(key=lambda entry: entry[0])
+            for rank, mask, coupons in ranked:
+                if self._minimal(mask, payable):
+                    return rank, coupons
+        return None
+
+    def _minimal(self, mask: int, payable: int) -> bool:
+        """Dropping any one coupon, the rest priced again pays more."""
+        rest = mask
+        while rest:
+            bit = rest & -rest
+            rest ^= bit
+            without = self.payables.get(mask ^ bit)
+            if without is None:  # not priced, or not every coupon of it applies
+                without = self._again(mask ^ bit)
+            if without <= payable:
+                return False
+        return True
 
     def _again(self, mask: int) -> int:
         """A subset some coupon of which cannot apply, priced again (kept, for the
@@ -656,3 +690,41 @@ class _Search:
             coupons = [c for c in self.pool if mask & self.bits[id(c)]]
             payable = self.again[mask] = _priced_again(self.lines, coupons)
         return payable
+
+
+class _Bounds:
+    """The least a branch of the walk can still come to: what is left, less the most
+    every coupon still to come could take, and a discount still to come at its best."""
+
+    def __init__(self, prices: _Prices, steps: list[tuple[_Coupon, bool]]) -> None:
+        # most[at]: what the amount-offs and fixed prices of steps[at:] take at most;
+        # rates[at]: the discounts among steps[at:], as (rate_permille, max_off).
+        self.most = [0] * (len(steps) + 1)
+        self.rates: list[list[tuple[int, int | None]]] = [[] for _ in range(len(steps) + 1)]
+        for at in range(len(steps) - 1, -1, -1):
+            coupon = steps[at][0]
+            benefit = coupon.candidate.benefit
+            most = self.most[at + 1]
+            rates = self.rates[at + 1]
+            if coupon.phase == _DISCOUNT:
+                rates = [*rates, (benefit["rate_permille"], benefit.get("max_off"))]
+            elif coupon.phase == _FIXED:
+                price = benefit["price"] if benefit["type"] == "exchange" else GIFT_PRICE
+                most += max(max(prices.units[i] for i in coupon.indexes) - price, 0)
+            else:  # never more than its lines cost
+                most += min(
+                    int(benefit["amount_off"]), sum(prices.amounts[i] for i in coupon.indexes)
+                )
+            self.most[at], self.rates[at] = most, rates
+
+    def lowest(self, at: int, left: int, discounted: bool) -> int:
+        before = max(left - self.most[at], 0)
+        lowest = before
+        if not discounted:
+            for rate, max_off in self.rates[at]:
+                # pays at least ceil(left x rate / 1000), and at least left - max_off
+                after = -(-before * rate // 1000)
+                if max_off is not None:
+                    after = max(after, before - max_off)
+                lowest = min(lowest, after)
+        return lowest

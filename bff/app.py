@@ -77,9 +77,9 @@ from bff.points.ledger import PointsService
 from bff.points.offers import OfferService
 from bff.points.policy import Policy
 from bff.redemption.service import RedemptionService
-from bff.versions import UserVersions
 from bff.redemption.stats import StatsService
 from bff.routing import add_routes
+from bff.versions import UserVersions
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
 from widgets.auto_claim.service import AutoClaimService

@@ -98,6 +98,8 @@ class PricingData:
     # How many more coupons the signed-in user's wallet can take (None: anonymous): a
     # price never counts more coupons to claim than that.
     claim_room: int | None = None
+    # ``held`` as engine candidates, when the user cache has them built already.
+    held_candidates: list[Candidate] | None = None
 
 
 class PriceService:
@@ -256,8 +258,10 @@ class PriceService:
     # --- pricing ------------------------------------------------------------------------------
     def _price(self, data: PricingData, product: Any, quantity: int) -> dict[str, Any]:
         line = line_for(product, quantity, self._exclusive(data, product))
-        candidates = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
-        candidates += [c for c, spec in data.claimable if offered_on(c, spec, product)]
+        held = data.held_candidates
+        if held is None:
+            held = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
+        candidates = [*held, *(c for c, spec in data.claimable if offered_on(c, spec, product))]
         return price_view(line, best_quote([line], candidates, max_to_claim=data.claim_room))
 
     def _exclusive(self, data: PricingData, product: Any) -> int | None:
@@ -446,7 +450,11 @@ class PriceService:
                 self.users.put(shop_id, user_id, entry)
         else:
             products, live = known
-        data = PricingData(products=products, live=live, held=entry.held)
+        if entry.candidates is None:  # built once per entry, not per request
+            entry.candidates = [self._held_candidate(coupon, spec) for coupon, spec in entry.held]
+        data = PricingData(
+            products=products, live=live, held=entry.held, held_candidates=entry.candidates
+        )
         self._add_claimable(data, facts, now, entry.user, signed_in=True)
         return data
 

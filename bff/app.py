@@ -79,6 +79,7 @@ from bff.points.policy import Policy
 from bff.redemption.service import RedemptionService
 from bff.redemption.stats import StatsService
 from bff.routing import add_routes
+from bff.versions import UserVersions
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
 from widgets.auto_claim.service import AutoClaimService
@@ -157,6 +158,15 @@ def _price_channel(settings: Settings) -> str:
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     db, clock, settings, gate = app[DB], app[CLOCK], app[SETTINGS], app[GATE]
+    # Users' pricing-facts versions: bumped after every commit that changed a user's
+    # coupons or membership, read by signed-in prices. Only where one gate serves every
+    # process (Redis, or the in-process gate of a single worker).
+    versions = UserVersions(
+        gate,
+        enabled=bool(settings.redis.url) or settings.server.workers == 1,
+        ttl_seconds=settings.claim.idempotency_ttl_seconds,
+    )
+    db.after_commit = versions.bump
     templates = TemplateService(db, clock, settings.shop.default_claim_page)
     ledger = Ledger(
         db,
@@ -191,7 +201,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CODES_SERVICE] = codes
     app[GRANTS] = GrantService(db, clock, gate, ledger, settings.claim.idempotency_ttl_seconds)
     app[CLAIM_WIDGET] = ClaimWidgetService(db, clock, settings)
-    prices = PriceService(db, clock, settings)
+    prices = PriceService(db, clock, settings, versions)
     app[PRICES] = prices
     app[LIVE_PRICES] = LivePriceService(db, clock)
     app[AUTO_CLAIM] = AutoClaimService(claims, wallet, prices)
@@ -229,6 +239,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await listener
         await ledger.close()
+        db.after_commit = None
+        await versions.close()
 
 
 def _points(

@@ -19,6 +19,7 @@ from bff.clock import Clock
 from bff.db import tables
 from bff.db.engine import Database
 from bff.schemas import Int
+from bff.versions import touch
 
 M = tables.members
 NEW_MEMBER_WINDOW = timedelta(hours=24)
@@ -85,6 +86,7 @@ class MemberService:
         now = self.clock.now()
 
         async def work(conn: AsyncConnection) -> Joined:
+            touch(shop_id, [user_id])  # membership prices coupons (bff.versions)
             row = await fetch_member(conn, shop_id, user_id, lock=not self.db.is_sqlite)
             if row is None:
                 await conn.execute(
@@ -123,6 +125,7 @@ class MemberService:
         now = self.clock.now()
 
         async def work(conn: AsyncConnection) -> None:
+            touch(shop_id, [user_id])
             await conn.execute(
                 update(M)
                 .where(M.c.shop_id == shop_id, M.c.user_id == user_id, M.c.left_at.is_(None))
@@ -142,6 +145,7 @@ class MemberService:
         now = self.clock.now()
 
         async def work(conn: AsyncConnection) -> dict[str, Any]:
+            touch(shop_id, [user_id])
             changed = await conn.execute(
                 update(M)
                 .where(M.c.shop_id == shop_id, M.c.user_id == user_id)

@@ -132,6 +132,15 @@ class CacheSettings:
     # Anonymous product and live-room replies: how long a process may serve a price
     # after an admin write in another process whose invalidation message was lost.
     ttl_seconds: float = 1.0
+    # Signed-in prices: each user's pricing facts per process, checked against the user's
+    # version in the gate on every read (widgets/coupon_price/user_cache.py). At most this
+    # many users (0: off, every signed-in price reads the user's facts)...
+    user_facts_entries: int = 50_000
+    # ...and about this many bytes of them (an estimate per entry, see the module).
+    user_facts_bytes: int = 64 * 1024 * 1024
+    # An entry is read again after this long whatever its version says: the bound on a
+    # stale price should a writer's bump be lost (the gate down right after a commit).
+    user_facts_max_age_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -329,6 +338,11 @@ def validate(settings: Settings) -> None:
         zoneinfo.ZoneInfo(settings.shop.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"shop.timezone: unknown time zone {settings.shop.timezone!r}") from exc
+    cache = settings.cache
+    if cache.user_facts_entries < 0 or cache.user_facts_bytes < 0:
+        raise ConfigError("cache.user_facts_entries and cache.user_facts_bytes must be >= 0")
+    if cache.user_facts_max_age_seconds < 0:
+        raise ConfigError("cache.user_facts_max_age_seconds must be >= 0")
     if settings.wallet.max_unused_per_shop < 1:
         raise ConfigError("wallet.max_unused_per_shop must be at least 1")
     risk = settings.risk

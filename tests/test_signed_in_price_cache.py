@@ -64,8 +64,15 @@ async def alone(aiohttp_client, make_app, settings, client) -> TestClient:
     """A second app on the same database whose gate is its own (in-process): it hears
     nothing from ``client``'s, like a process whose pub/sub messages were all lost, and
     its own invalidations land before its writes reply (no echo from Redis later on),
-    so counting its statements is deterministic."""
-    own_gate = settings.replace(redis=dataclasses.replace(settings.redis, url=""))
+    so counting its statements is deterministic. Without a gate shared with ``client``
+    it hears none of ``client``'s version bumps either, so it must not keep users' facts
+    (cache.user_facts_entries = 0, as config/defaults.toml says for such a layout):
+    these tests are of the shop's facts and of prices read fresh
+    (tests/test_user_facts_cache.py has the cached ones)."""
+    own_gate = settings.replace(
+        redis=dataclasses.replace(settings.redis, url=""),
+        cache=dataclasses.replace(settings.cache, user_facts_entries=0),
+    )
     return await aiohttp_client(make_app(settings=own_gate))
 
 

@@ -80,6 +80,7 @@ from bff.db.engine import Database
 from bff.db.locks import lock_wallets
 from bff.errors import is_unavailable
 from bff.gate.base import ClaimFacts, Gate, facts_key
+from bff.versions import touch
 
 log = logging.getLogger("bff.coupons.ledger")
 
@@ -562,6 +563,8 @@ class Ledger:
             )
         if rows and read_only:  # pragma: no cover - stock_left <= 0 refuses every request
             raise RuntimeError("a read-only batch decided to issue")
+        if rows:  # their signed-in prices change when this commits (bff.versions)
+            touch(shop_id, {row["user_id"] for row in rows})
         # The users' facts go to the gate while the database writes; both end before the
         # commit, and a failure of either fails the transaction.
         facts = asyncio.ensure_future(self._put_facts(_facts(owned, rows, now), shop_id))

@@ -17,6 +17,7 @@ from bff.db.paging import newest_first
 from bff.errors import conflict, not_found
 from bff.redemption.locks import DEFAULT_LOCK_TIMEOUT, effective_status
 from bff.schemas import Discriminated, PageQuery
+from bff.versions import touch
 
 C = tables.coupons
 T = tables.coupon_templates
@@ -177,6 +178,8 @@ class WalletService:
             ).first()
             if row is None:
                 raise not_found("coupon")
+            if changed.rowcount == 1:
+                touch(shop_id, [row.user_id])  # their signed-in prices change (bff.versions)
             if changed.rowcount != 1:
                 raise conflict(
                     "COUPON_NOT_USABLE",

@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bff.errors import Unavailable
+from bff.versions import begin_touching, end_touching
 from config.loader import DatabaseSettings, redact_url
 
 log = logging.getLogger("bff.db")
@@ -75,6 +76,9 @@ class Database:
         self.read_timeout = read_timeout_seconds
         self.write_timeout = write_timeout_seconds
         self.bulk_timeout = bulk_timeout_seconds
+        # Called after a transaction with the users its work marked (bff.versions.touch):
+        # the app bumps their pricing-facts versions there, before the transaction returns.
+        self.after_commit: Callable[[set[tuple[str, str]]], Awaitable[None]] | None = None
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, *, base_dir: Path | None = None) -> Database:
@@ -100,6 +104,17 @@ class Database:
         caller cannot know: writes carry request keys so a retry finds what such a
         commit wrote).
         """
+        touched, token = begin_touching()
+        try:
+            return await self._transaction(work, bulk)
+        finally:
+            end_touching(token)
+            # Also after a failure: a COMMIT whose outcome is unknown may have written, and
+            # a needless bump costs one cache miss. (Rolled-back attempts' marks included.)
+            if touched and self.after_commit is not None:
+                await self.after_commit(touched)
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], bulk: bool) -> T:
         seconds = self.bulk_timeout if bulk else self.write_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds

@@ -81,6 +81,11 @@ def facts_key(shop_id: str, user_id: str) -> str:
     return f"uf:{{{shop_id}:{user_id}}}"
 
 
+def version_key(shop_id: str, user_id: str) -> str:
+    """A user's pricing-facts version (:mod:`bff.versions`), under the user's hash tag."""
+    return f"uv:{{{shop_id}:{user_id}}}"
+
+
 def window_key(prefix: str, now: datetime, window_seconds: int) -> tuple[str, int]:
     """The key of the fixed window holding ``now``, and the seconds left in it."""
     stamp = int(now.timestamp())
@@ -151,6 +156,15 @@ class Gate(Protocol):
 
     async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:
         """Replace a user's facts. Only the ledger calls it, holding the user's wallet lock."""
+        ...
+
+    async def read_version(self, key: str, fresh: str, ttl_seconds: int) -> str:
+        """The value under ``key``; if there is none, ``fresh`` is set (for ``ttl_seconds``)
+        and returned. One call, pipelined with the others of its loop turn."""
+        ...
+
+    async def bump_versions(self, keys: list[str], value: str, ttl_seconds: int) -> None:
+        """Set every key (one hash tag each) to ``value``, a value none of them ever held."""
         ...
 
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:

@@ -137,6 +137,17 @@ class MemoryGate:
         if self.only_process:
             self._put(key, facts, ttl_seconds)
 
+    async def read_version(self, key: str, fresh: str, ttl_seconds: int) -> str:
+        value = self._get(key)
+        if value is None:
+            self._put(key, fresh, ttl_seconds)
+            return fresh
+        return str(value)
+
+    async def bump_versions(self, keys: list[str], value: str, ttl_seconds: int) -> None:
+        for key in keys:
+            self._put(key, value, ttl_seconds)
+
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
         self._put(key, value, ttl_seconds)
 

@@ -110,6 +110,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
+# A user's pricing-facts version (bff.versions): the value, or ARGV[1] set and returned when
+# there is none. Not a plain GET: a key lost (TTL, FLUSHDB) and read as "none" twice would
+# look unchanged to a process that cached under "none" in between, however many bumps the
+# lost key had seen; a fresh value never matches anything cached.
+READ_VERSION = """
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
+
+BUMP_VERSION = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
 
 # Most calls one pipeline carries; a bigger turn is split into several pipelines.
 MAX_PIPELINE = 512
@@ -212,6 +228,8 @@ _IDEM_ABORT = _script(IDEM_ABORT)
 _IDEM_RENEW = _script(IDEM_RENEW)
 _CLAIM_BEGIN = _script(CLAIM_BEGIN)
 _PUT_FACTS = _script(PUT_FACTS)
+_READ_VERSION = _script(READ_VERSION)
+_BUMP_VERSION = _script(BUMP_VERSION)
 
 
 class _HiredisPacking(aioredis.Connection):
@@ -343,6 +361,20 @@ class RedisGate:
         for request_key, digest in facts.claim_keys.items():
             args += [f"r:{request_key}", digest]
         await self._batch.call(_PUT_FACTS, [key], args)
+
+    async def read_version(self, key: str, fresh: str, ttl_seconds: int) -> str:
+        found = await self._batch.call(_READ_VERSION, [key], [fresh, ttl_seconds])
+        return found.decode() if isinstance(found, bytes) else str(found)
+
+    async def bump_versions(self, keys: list[str], value: str, ttl_seconds: int) -> None:
+        # One script call per key (each its own slot on a cluster), all in one pipeline.
+        outcomes = await asyncio.gather(
+            *(self._batch.call(_BUMP_VERSION, [key], [value, ttl_seconds]) for key in keys),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def mark(self, key: str, value: str, ttl_seconds: int) -> None:
         await self.client.set(key, value, ex=ttl_seconds)

@@ -60,6 +60,7 @@ from bff.redemption.locks import (
     record_outcomes,
     release_lapsed,
 )
+from bff.versions import touch
 from widgets.coupon_price.service import PriceService, quote_view
 
 C = tables.coupons
@@ -157,6 +158,7 @@ class RedemptionService:
         now = self.clock.now()
         user_id = order["user_id"]
         coupon_ids: list[int] = order["coupon_ids"]
+        touch(shop_id, [user_id])  # the coupons it locks leave their prices (bff.versions)
         await release_lapsed(conn, shop_id, now, self.lock_timeout, user_id=user_id)
         quote = await self.prices.order_quote(
             conn, shop_id, user_id, order["items"], coupon_ids, order["live_room_id"]
@@ -287,6 +289,7 @@ class RedemptionService:
                 raise not_found("order")
             if row.status != "locked":
                 return row
+            touch(shop_id, [row.user_id])  # the user's coupons change (bff.versions)
             released = await release_lapsed(
                 conn, shop_id, now, self.lock_timeout, order_ids=[order_id]
             )
@@ -325,6 +328,7 @@ class RedemptionService:
                 raise not_found("order")
             if row.status == "cancelled":
                 return row, await self._outcomes(conn, shop_id, order_id)
+            touch(shop_id, [row.user_id])  # coupons may come back (bff.versions)
             if row.status == "locked":
                 released = await release_lapsed(
                     conn, shop_id, now, self.lock_timeout, order_ids=[order_id]

@@ -2,14 +2,18 @@
 
 What is the same for every shopper (the shop's active templates, today's
 issued counts, products, live rows) comes from a per-process cache cleared with
-the reply cache (widgets.coupon_price.facts); what is the user's (their usable
-coupons, held counts, wallet size, membership) is read on every request. Inside
-the redemption transaction (``order_quote``) everything is read on the caller's
-connection.
+the reply cache (widgets.coupon_price.facts). What is the user's (their usable
+coupons, held counts, wallet size, membership) comes, for product and list
+prices, from a per-process cache checked against the user's version in the gate
+on every request (widgets.coupon_price.user_cache, bff.versions); the checkout
+preview reads it every time. Inside the redemption transaction (``order_quote``)
+everything is read on the caller's connection.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +41,7 @@ from bff.pricing.engine import (
     unneeded,
 )
 from bff.redemption.locks import effective_status
+from bff.versions import UserVersions
 from config.loader import Settings
 from widgets.coupon_price.core import (
     TemplateFacts,
@@ -54,7 +59,22 @@ from widgets.coupon_price.facts import (
     read_shop_facts,
     read_specs,
 )
-from widgets.coupon_price.user_facts import HeldCoupon, UserFacts, read_usable, read_user_facts
+from widgets.coupon_price.user_cache import Entry, UserFactsCache
+from widgets.coupon_price.user_facts import (
+    HeldCoupon,
+    UserFacts,
+    next_change,
+    read_usable,
+    read_user_facts,
+    read_user_rows,
+    user_facts_from,
+)
+
+log = logging.getLogger("bff.prices")
+
+# After the gate failed to give a user's version: this long without asking it (and without
+# the user cache), so a gate that hangs costs one request its timeout, not every request.
+GATE_PAUSE_SECONDS = 1.0
 
 P = tables.products
 C = tables.coupons
@@ -78,10 +98,18 @@ class PricingData:
     # How many more coupons the signed-in user's wallet can take (None: anonymous): a
     # price never counts more coupons to claim than that.
     claim_room: int | None = None
+    # ``held`` as engine candidates, when the user cache has them built already.
+    held_candidates: list[Candidate] | None = None
 
 
 class PriceService:
-    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: Settings,
+        versions: UserVersions | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.settings = settings
@@ -89,6 +117,15 @@ class PriceService:
         # The shop's facts shared by every shopper; the app clears them with the reply
         # cache (bff.cache.Invalidator), in this process and through pub/sub in the others.
         self.facts: ShopCache[ShopFacts] = ShopCache(settings.cache.ttl_seconds, clock)
+        # Each user's facts, while their version in the gate stands (None: off).
+        self.versions = versions
+        self.users: UserFactsCache | None = None
+        cache = settings.cache
+        if versions is not None and versions.enabled and cache.user_facts_entries > 0:
+            self.users = UserFactsCache(cache.user_facts_entries, cache.user_facts_bytes)
+            versions.listeners.append(self.users.drop)
+        self.max_age = timedelta(seconds=cache.user_facts_max_age_seconds)
+        self._gate_paused_until = 0.0
 
     # --- public operations --------------------------------------------------------------------
     async def product(
@@ -221,8 +258,10 @@ class PriceService:
     # --- pricing ------------------------------------------------------------------------------
     def _price(self, data: PricingData, product: Any, quantity: int) -> dict[str, Any]:
         line = line_for(product, quantity, self._exclusive(data, product))
-        candidates = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
-        candidates += [c for c, spec in data.claimable if offered_on(c, spec, product)]
+        held = data.held_candidates
+        if held is None:
+            held = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
+        candidates = [*held, *(c for c, spec in data.claimable if offered_on(c, spec, product))]
         return price_view(line, best_quote([line], candidates, max_to_claim=data.claim_room))
 
     def _exclusive(self, data: PricingData, product: Any) -> int | None:
@@ -356,7 +395,85 @@ class PriceService:
                 if with_claimable:
                     self._add_claimable(data, facts, now, None)
                 return data
+        elif with_claimable and self.users is not None:
+            return await self._signed_in(shop_id, user_id, product_ids, live_room_id, now, facts)
         return await self.db.read(lambda conn: read(conn, facts, False))
+
+    async def _version(self, shop_id: str, user_id: str) -> str | None:
+        """The user's version, or None when the gate cannot say (nothing cached is used)."""
+        assert self.versions is not None and self.users is not None
+        if self._gate_paused_until > time.monotonic():
+            return None
+        try:
+            return await self.versions.current(shop_id, user_id)
+        except Exception as exc:
+            # Bumps fail as reads do: what this process kept may have missed some. Forget it
+            # all, and price from the database until the gate answers again.
+            self.users.clear()
+            self._gate_paused_until = time.monotonic() + GATE_PAUSE_SECONDS
+            log.warning("gate gave no user version; signed-in prices read the database: %r", exc)
+            return None
+
+    async def _signed_in(
+        self,
+        shop_id: str,
+        user_id: str,
+        product_ids: list[str],
+        live_room_id: str | None,
+        now: datetime,
+        facts: ShopFacts,
+    ) -> PricingData:
+        """A product or list price for a signed-in user: their facts from the user cache
+        while their version stands (asked before any read, see bff.versions), else read
+        with whatever the shop's facts lack, in one database read."""
+        assert self.users is not None
+        version = await self._version(shop_id, user_id)
+        entry = None if version is None else self.users.get(shop_id, user_id, version, now)
+        known = known_catalog(facts, product_ids, live_room_id)
+        if entry is None or known is None:
+            cached = entry
+
+            async def work(conn: AsyncConnection) -> tuple[Any, Any, Entry]:
+                if known is None:
+                    products, live = await read_catalog(
+                        conn, shop_id, product_ids, live_room_id, facts
+                    )
+                else:
+                    products, live = known
+                if cached is not None:
+                    return products, live, cached
+                return products, live, await self._user_entry(conn, shop_id, user_id, now, facts)
+
+            products, live, entry = await self.db.read(work)
+            if cached is None and version is not None:
+                entry.version = version
+                self.users.put(shop_id, user_id, entry)
+        else:
+            products, live = known
+        if entry.candidates is None:  # built once per entry, not per request
+            entry.candidates = [self._held_candidate(coupon, spec) for coupon, spec in entry.held]
+        data = PricingData(
+            products=products, live=live, held=entry.held, held_candidates=entry.candidates
+        )
+        self._add_claimable(data, facts, now, entry.user, signed_in=True)
+        return data
+
+    async def _user_entry(
+        self,
+        conn: AsyncConnection,
+        shop_id: str,
+        user_id: str,
+        now: datetime,
+        facts: ShopFacts,
+    ) -> Entry:
+        rows = await read_user_rows(conn, shop_id, user_id)
+        held, user = user_facts_from(rows, now, now - self.lock_timeout)
+        expires = now + self.max_age
+        changes = next_change(rows, now, self.lock_timeout)
+        if changes is not None and changes < expires:
+            expires = changes
+        with_specs = await self._with_specs(conn, shop_id, held, facts)
+        return Entry("", with_specs, user, now, expires)
 
     async def _read(
         self,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, literal_column, select
@@ -135,6 +135,27 @@ def user_facts_from(
         if usable_now(status, updated, starts, ends, now, deadline):
             held.append(HeldCoupon(coupon_id, template_id, ends))
     return held, UserFacts(counts, unused, member, took)
+
+
+def next_change(rows: Iterable[Any], now: datetime, lock_timeout: timedelta) -> datetime | None:
+    """The first moment after ``now`` at which :func:`user_facts_from` of the same rows
+    would answer differently with no write at all: an unused or locked coupon becoming
+    valid (``valid_from``) or expiring (``valid_to``), or a lock lapsing (``updated_at``
+    + the timeout). None if nothing changes by time alone."""
+    soonest: datetime | None = None
+    for *_, coupon_id, _template_id, status, starts, ends, updated in rows:
+        if coupon_id is None or status not in ("unused", "locked"):
+            continue  # used, revoked, expired: final until a write moves them
+        moments = (starts, ends, updated + lock_timeout) if status == "locked" else (starts, ends)
+        for moment in moments:
+            if moment > now and (soonest is None or moment < soonest):
+                soonest = moment
+    return soonest
+
+
+async def read_user_rows(conn: AsyncConnection, shop_id: str, user_id: str) -> list[Any]:
+    """:data:`USER_FACTS`'s rows, kept (for :func:`user_facts_from` and :func:`next_change`)."""
+    return list(await conn.execute(USER_FACTS, {"shop_id": shop_id, "user_id": user_id}))
 
 
 async def read_user_facts(

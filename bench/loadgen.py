@@ -91,7 +91,11 @@ class Generator:
             lines = Path(spec["token_file"]).read_text().split()
             self.tokens = [line.encode() for line in lines if line]
         host = f"127.0.0.1:{spec['port']}"
-        self.head = f"{spec['method']} {spec['path']} HTTP/1.1\r\nHost: {host}\r\n".encode()
+        paths = spec.get("paths") or [spec["path"]]
+        # Request i takes path (i x 7919) modulo their number (bench/scenario.py).
+        self.heads = [
+            f"{spec['method']} {path} HTTP/1.1\r\nHost: {host}\r\n".encode() for path in paths
+        ]
         body = spec.get("body")
         self.body_parts: tuple[bytes, bytes] | None = None
         self.fixed_body: bytes | None = None
@@ -105,7 +109,7 @@ class Generator:
         self.offset = int(spec.get("token_offset", 0))
 
     def build(self, i: int) -> bytes:
-        parts = [self.head]
+        parts = [self.heads[i * 7919 % len(self.heads)]]
         if self.tokens:
             token = self.tokens[(self.offset + i) % len(self.tokens)]
             parts += [b"Authorization: Bearer ", token, b"\r\n"]

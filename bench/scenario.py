@@ -28,6 +28,9 @@ class Scenario:
     token_file: str | None = None
     tag: str = "r"  # request ids start with this, so runs never share one
     token_offset: int = 0  # request n carries token offset + n (modulo the file)
+    # Several paths instead of one: request n of thread t takes path (n x 7919 + t x
+    # 104729) modulo their number, so consecutive requests (and users) mix the paths.
+    paths: list[str] | None = None
 
     def body_parts(self) -> tuple[str, str] | None:
         if self.body is None or RID not in self.body:
@@ -72,6 +75,7 @@ local token_file = %(token_file)s
 local tag = %(tag)s
 local nthreads = %(threads)d
 local token_offset = %(token_offset)d
+local paths = {%(paths)s}
 
 local threads = {}
 local counter = 0
@@ -95,6 +99,8 @@ end
 
 function request()
   local headers = {}
+  local p = path
+  if #paths > 0 then p = paths[(n * 7919 + tid * 104729) %% #paths + 1] end
   if #tokens > 0 then
     local i = (token_offset + n * nthreads + tid) %% #tokens + 1
     headers["Authorization"] = "Bearer " .. tokens[i]
@@ -109,7 +115,7 @@ function request()
       body = fixed_body
     end
   end
-  return wrk.format(method, path, headers, body)
+  return wrk.format(method, p, headers, body)
 end
 
 function response(status, headers, body)
@@ -153,6 +159,7 @@ def lua_script(scenario: Scenario, threads: int) -> str:
         "tag": _lua_string(scenario.tag),
         "threads": threads,
         "token_offset": scenario.token_offset,
+        "paths": ", ".join(_lua_string(path) for path in scenario.paths or []),
     }
 
 

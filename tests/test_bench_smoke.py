@@ -43,8 +43,15 @@ def test_bench_smoke_prints_the_table_and_every_integrity_check_passes(tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "| B: GET /api/v1/ping |" in out, out[-4000:]
-    for route in ("claims/s while stock lasts", "sold-out rejections/s", "naive claim"):
+    routes = (
+        "claims/s while stock lasts",
+        "sold-out rejections/s",
+        "naive claim",
+        "product price, user, 20 holders x 30 products",  # issue 16's mix
+    )
+    for route in routes:
         assert f"| {route}" in out, route
+    assert "Worker RSS after the runs: " in out, out[-4000:]
     checks = [
         line for line in out.splitlines() if line.startswith("- ") and "integrity" not in line
     ]

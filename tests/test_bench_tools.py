@@ -199,3 +199,53 @@ async def test_naive_claim_never_oversells_under_concurrency(aiohttp_client, tmp
     finally:
         conn.close()
     assert issued == rows == users == 5
+
+
+async def test_a_scenario_with_paths_mixes_them_in_loadgen_and_wrk(tmp_path):
+    """Issue 16's realistic mix: every request the next user and one of 30 products."""
+    seen: list[tuple[str, str]] = []
+
+    async def product(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Authorization", ""), request.match_info["n"]))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/p/{n}", product)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("\n".join(f"user-{i}" for i in range(1000)) + "\n")
+    paths = [f"/p/{n}" for n in range(30)]
+    scenario = Scenario("mix", "GET", paths[0], None, str(tokens), "m", paths=paths)
+    async with TestServer(app) as server:
+        spec = {
+            **scenario.to_json(),
+            "port": server.port,
+            "rate": 300,
+            "seconds": 0.5,
+            "warmup": 0.1,
+            "connections": 4,
+        }
+        path = tmp_path / "spec.json"
+        path.write_text(json.dumps(spec))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "bench" / "loadgen.py"),
+            str(path),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        await process.communicate()
+        assert {n for _, n in seen} == {str(n) for n in range(30)}
+        assert len(set(seen)) == len(seen)  # no (user, product) pair twice
+        if shutil.which("wrk") is not None:
+            seen.clear()
+            await asyncio.to_thread(
+                run_wrk,
+                shutil.which("wrk") or "wrk",
+                f"http://127.0.0.1:{server.port}",
+                scenario,
+                0.5,
+                threads=2,
+                connections=4,
+                workdir=tmp_path,
+            )
+            assert {n for _, n in seen} == {str(n) for n in range(30)}
+            assert len({user for user, _ in seen}) > 30

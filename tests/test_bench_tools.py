@@ -60,27 +60,34 @@ def _scenario(tmp_path: Path, users: int) -> Scenario:
     return Scenario("t", "POST", "/claim", json.dumps({"request_id": RID}), str(tokens), "t")
 
 
+async def _loadgen(
+    tmp_path: Path, scenario: Scenario, port: int, rate: int, seconds: float, warmup: float
+) -> dict:
+    """Run bench/loadgen.py on ``scenario`` (4 connections) and return its result."""
+    spec = {
+        **scenario.to_json(),
+        "port": port,
+        "rate": rate,
+        "seconds": seconds,
+        "warmup": warmup,
+        "connections": 4,
+    }
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "bench" / "loadgen.py"),
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    return json.loads(out)
+
+
 async def test_loadgen_holds_the_rate_and_answers_every_request_once(tmp_path):
     recorder = Recorder()
     async with TestServer(recorder.app()) as server:
-        spec = {
-            **_scenario(tmp_path, 1000).to_json(),
-            "port": server.port,
-            "rate": 200,
-            "seconds": 1.0,
-            "warmup": 0.2,
-            "connections": 4,
-        }
-        path = tmp_path / "spec.json"
-        path.write_text(json.dumps(spec))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "bench" / "loadgen.py"),
-            str(path),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await process.communicate()
-    result = json.loads(out)
+        result = await _loadgen(tmp_path, _scenario(tmp_path, 1000), server.port, 200, 1.0, 0.2)
     assert result["sent"] == result["completed"] == 200
     assert result["statuses"] == {"201": 200}
     assert result["errors"] == result["timeouts"] == 0
@@ -216,23 +223,7 @@ async def test_a_scenario_with_paths_mixes_them_in_loadgen_and_wrk(tmp_path):
     paths = [f"/p/{n}" for n in range(30)]
     scenario = Scenario("mix", "GET", paths[0], None, str(tokens), "m", paths=paths)
     async with TestServer(app) as server:
-        spec = {
-            **scenario.to_json(),
-            "port": server.port,
-            "rate": 300,
-            "seconds": 0.5,
-            "warmup": 0.1,
-            "connections": 4,
-        }
-        path = tmp_path / "spec.json"
-        path.write_text(json.dumps(spec))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "bench" / "loadgen.py"),
-            str(path),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        await process.communicate()
+        await _loadgen(tmp_path, scenario, server.port, 300, 0.5, 0.1)
         assert {n for _, n in seen} == {str(n) for n in range(30)}
         assert len(set(seen)) == len(seen)  # no (user, product) pair twice
         if shutil.which("wrk") is not None:

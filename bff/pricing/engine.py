@@ -55,6 +55,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import combinations
 from typing import Any
 
 FIXED_PRICE = ("exchange", "gift")
@@ -571,11 +572,14 @@ class _Search:
 
     def best(self) -> tuple[tuple[Any, ...], tuple[_Coupon, ...]] | None:
         refusers = [c for c in self.pool if c.refuses]
-        everyone = (1 << len(refusers)) - 1
         # The most refusers first: more coupons, a lower payable found early, more cut.
-        for choice in sorted(range(everyone + 1), key=lambda m: -m.bit_count()):
+        choices = (
+            list(chosen)
+            for size in range(len(refusers), -1, -1)
+            for chosen in combinations(refusers, size)
+        )
+        for chosen in choices:
             self.nodes += 1
-            chosen = [c for k, c in enumerate(refusers) if choice >> k & 1]
             if sum(1 for c in chosen if c.phase == _DISCOUNT) > 1:
                 continue
             prices = _Prices(self.lines, _at_list(chosen))

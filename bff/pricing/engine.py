@@ -269,6 +269,18 @@ class _Prices:
         return threshold is None or sum(self.amounts[i] for i in coupon.indexes) >= threshold
 
 
+def _fixed_price(benefit: dict[str, Any]) -> int:
+    """What one unit costs with a fixed-price coupon (an exchange's price, a gift's cent)."""
+    return int(benefit["price"]) if benefit["type"] == "exchange" else GIFT_PRICE
+
+
+def _discount_off(benefit: dict[str, Any], left: int) -> int:
+    """A discount coupon's cents on ``left``: rounded down, capped by ``max_off``."""
+    off = left * (1000 - benefit["rate_permille"]) // 1000
+    max_off = benefit.get("max_off")
+    return off if max_off is None or off <= max_off else max_off
+
+
 def _apply(
     coupon: _Coupon,
     prices: _Prices,
@@ -283,8 +295,7 @@ def _apply(
         for k, i in enumerate(indexes):
             if free_units[i] > 0:
                 free_units[i] -= 1
-                price = benefit["price"] if benefit["type"] == "exchange" else GIFT_PRICE
-                take = max(prices.units[i] - price, 0)
+                take = max(prices.units[i] - _fixed_price(benefit), 0)
                 remaining[i] -= take  # a unit of its own: never more than the line has left
                 shares = [0] * len(indexes)
                 shares[k] = take
@@ -292,11 +303,7 @@ def _apply(
         return None
     if coupon.phase == _DISCOUNT:
         left = [remaining[i] for i in indexes]
-        off = sum(left) * (1000 - benefit["rate_permille"]) // 1000
-        max_off = benefit.get("max_off")
-        if max_off is not None and off > max_off:
-            off = max_off
-        shares = apportion(off, left)
+        shares = apportion(_discount_off(benefit, sum(left)), left)
         for i, share in zip(indexes, shares, strict=True):
             remaining[i] -= share
         return shares
@@ -386,13 +393,9 @@ def _alone_on_one_line(line: Line, coupon: _Coupon) -> int | None:
     if coupon.phase == _FIXED:
         if line.quantity < 1:
             return None  # no unit of its own
-        price = benefit["price"] if benefit["type"] == "exchange" else GIFT_PRICE
-        take = max(unit - price, 0)
+        take = max(unit - _fixed_price(benefit), 0)
     elif coupon.phase == _DISCOUNT:
-        take = amount * (1000 - benefit["rate_permille"]) // 1000
-        max_off = benefit.get("max_off")
-        if max_off is not None and take > max_off:
-            take = max_off
+        take = _discount_off(benefit, amount)
     else:
         take = min(int(benefit["amount_off"]), amount)
     return amount - take if take > 0 else None
@@ -458,13 +461,6 @@ def unneeded(lines: Sequence[Line], combo: Sequence[Candidate], quote: Quote) ->
         if _priced_again(lines, prepared[:k] + prepared[k + 1 :]) <= quote.payable:
             return candidate
     return None
-
-
-def try_evaluate(lines: Sequence[Line], combo: Sequence[Candidate]) -> Quote | None:
-    try:
-        return evaluate(lines, combo)
-    except NotApplicable:
-        return None
 
 
 def allowed(combo: Sequence[Candidate]) -> bool:
@@ -713,8 +709,7 @@ class _Bounds:
             if coupon.phase == _DISCOUNT:
                 rates = [*rates, (benefit["rate_permille"], benefit.get("max_off"))]
             elif coupon.phase == _FIXED:
-                price = benefit["price"] if benefit["type"] == "exchange" else GIFT_PRICE
-                most += max(max(prices.units[i] for i in coupon.indexes) - price, 0)
+                most += max(max(prices.units[i] for i in coupon.indexes) - _fixed_price(benefit), 0)
             else:  # never more than its lines cost
                 most += min(
                     int(benefit["amount_off"]), sum(prices.amounts[i] for i in coupon.indexes)

@@ -98,7 +98,7 @@ class PricingData:
     # How many more coupons the signed-in user's wallet can take (None: anonymous): a
     # price never counts more coupons to claim than that.
     claim_room: int | None = None
-    # ``held`` as engine candidates, when the user cache has them built already.
+    # ``held`` as engine candidates: built once (by the user cache, or by the first price).
     held_candidates: list[Candidate] | None = None
 
 
@@ -258,10 +258,10 @@ class PriceService:
     # --- pricing ------------------------------------------------------------------------------
     def _price(self, data: PricingData, product: Any, quantity: int) -> dict[str, Any]:
         line = line_for(product, quantity, self._exclusive(data, product))
-        held = data.held_candidates
-        if held is None:
-            held = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
-        candidates = [*held, *(c for c, spec in data.claimable if offered_on(c, spec, product))]
+        if data.held_candidates is None:  # once per request, not per product of a list
+            data.held_candidates = [self._held_candidate(c, spec) for c, spec in data.held]
+        offered = (c for c, spec in data.claimable if offered_on(c, spec, product))
+        candidates = [*data.held_candidates, *offered]
         return price_view(line, best_quote([line], candidates, max_to_claim=data.claim_room))
 
     def _exclusive(self, data: PricingData, product: Any) -> int | None:
@@ -534,10 +534,9 @@ class PriceService:
         signed_in: bool = False,
     ) -> None:
         """The to-claim candidates: the shop's claimable templates this viewer may take."""
-        cap = self.settings.wallet.max_unused_per_shop
-        wallet_full = user is not None and user.unused >= cap
         if user is not None:
-            data.claim_room = max(cap - user.unused, 0)
+            data.claim_room = max(self.settings.wallet.max_unused_per_shop - user.unused, 0)
+        wallet_full = data.claim_room == 0
         held_counts = user.held_counts if user is not None else {}
         for row in shop.claimable:
             held = held_counts.get(row.id, 0)

@@ -115,63 +115,62 @@ class Database:
                 await self.after_commit(touched)
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], bulk: bool) -> T:
+        async def attempts(done: list[T], deadline: float) -> T:
+            loop = asyncio.get_running_loop()
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    async with self.engine.connect() as conn:
+                        async with conn.begin():
+                            result = await work(conn)
+                        done.append(result)  # committed
+                    return result
+                except sqlalchemy.exc.OperationalError as exc:
+                    if attempt == MAX_ATTEMPTS or not is_retryable(exc):
+                        raise
+                    if loop.time() + 0.005 * attempt >= deadline:
+                        raise  # no time left for another try: the 503 it is
+                    log.info("retrying transaction after %s (attempt %d)", _code(exc), attempt)
+                    await asyncio.sleep(0.005 * attempt)
+            raise AssertionError("unreachable")  # pragma: no cover
+
         seconds = self.bulk_timeout if bulk else self.write_timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        done: list[T] = []
-        bound = asyncio.timeout_at(deadline)
-        try:
-            async with bound:
-                for attempt in range(1, MAX_ATTEMPTS + 1):
-                    try:
-                        async with self.engine.connect() as conn:
-                            async with conn.begin():
-                                result = await work(conn)
-                            done.append(result)  # committed
-                        return result
-                    except sqlalchemy.exc.OperationalError as exc:
-                        if attempt == MAX_ATTEMPTS or not is_retryable(exc):
-                            raise
-                        if loop.time() + 0.005 * attempt >= deadline:
-                            raise  # no time left for another try: the 503 it is
-                        log.info("retrying transaction after %s (attempt %d)", _code(exc), attempt)
-                        await asyncio.sleep(0.005 * attempt)
-        except TimeoutError as exc:
-            if not bound.expired():
-                raise  # a TimeoutError of the work's own, not this deadline
-            if done:  # the deadline fell on returning the connection, after the commit
-                return done[0]
-            raise DeadlineExceeded(
-                f"database transaction exceeded its {seconds:g} s deadline"
-            ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await _within(seconds, "transaction", attempts)
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run read-only ``work`` on a connection (one consistent transaction).
 
         Within the read deadline, or :class:`DeadlineExceeded`.
         """
-        done: list[T] = []
-        bound = asyncio.timeout(self.read_timeout)
-        try:
-            async with bound:
-                async with self.engine.connect() as conn:
-                    done.append(await work(conn))
-                return done[0]
-        except TimeoutError as exc:
-            if not bound.expired():
-                raise
-            if done:  # the deadline fell on returning the connection (its close goes on)
-                return done[0]
-            raise DeadlineExceeded(
-                f"database read exceeded its {self.read_timeout:g} s deadline"
-            ) from exc
+
+        async def once(done: list[T], deadline: float) -> T:
+            async with self.engine.connect() as conn:
+                done.append(await work(conn))
+            return done[0]
+
+        return await _within(self.read_timeout, "read", once)
 
     async def ping(self) -> None:
         await self.read(_select_one)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def _within(seconds: float, what: str, run: Callable[[list[T], float], Awaitable[T]]) -> T:
+    """``run(done, deadline)`` under a deadline of ``seconds``; past it
+    :class:`DeadlineExceeded`, unless ``run`` had put its result in ``done`` (the deadline
+    fell on returning the connection, after the work, or the commit, was done)."""
+    done: list[T] = []
+    bound = asyncio.timeout(seconds)
+    try:
+        async with bound:
+            return await run(done, bound.when() or math.inf)
+    except TimeoutError as exc:
+        if not bound.expired():
+            raise  # a TimeoutError of the work's own, not this deadline
+        if done:
+            return done[0]
+        raise DeadlineExceeded(f"database {what} exceeded its {seconds:g} s deadline") from exc
 
 
 async def _select_one(conn: AsyncConnection) -> None:

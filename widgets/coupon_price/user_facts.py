@@ -161,8 +161,7 @@ async def read_user_rows(conn: AsyncConnection, shop_id: str, user_id: str) -> l
 async def read_user_facts(
     conn: AsyncConnection, shop_id: str, user_id: str, now: datetime, deadline: datetime
 ) -> tuple[list[HeldCoupon], UserFacts]:
-    rows = await conn.execute(USER_FACTS, {"shop_id": shop_id, "user_id": user_id})
-    return user_facts_from(rows, now, deadline)
+    return user_facts_from(await read_user_rows(conn, shop_id, user_id), now, deadline)
 
 
 async def read_usable(

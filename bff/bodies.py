@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from bff.errors import ApiError, validation_failed
@@ -37,6 +38,11 @@ UTF8_CHARSETS = frozenset({"utf-8", "utf8"})
 # An escaped surrogate, paired (an emoji sent as \ud83d\ude00 is fine) or not: a hint only.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What orjson must not read: a surrogate escape (named below), or 19 digits in a row,
+# since orjson reads integers beyond 64 bits as floats where the standard library keeps them.
+_NOT_FOR_ORJSON = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{19}")
+# One decoder: json.loads with an argument builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=lambda name: _refuse_constant(name))
 NOT_UNICODE = "Must be valid Unicode text: a lone surrogate (\\ud800-\\udfff) is not."
 TOO_DEEP = f"Must not nest arrays and objects more than {MAX_DEPTH} levels deep."
 
@@ -75,7 +81,22 @@ def check_media_type(request: web.BaseRequest, *, multipart: bool, json_too: boo
 
 
 def parse_json(raw: bytes) -> Any:
-    """``raw`` as JSON, or 400 naming what is wrong with it (never a 500)."""
+    """``raw`` as JSON, or 400 naming what is wrong with it (never a 500).
+
+    orjson reads the common body (shallow, no surrogate escape, no long number) ten
+    times faster; it refuses what the standard library must name (a byte order mark,
+    invalid UTF-8, NaN, bad syntax), and those go the standard way.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH and not _NOT_FOR_ORJSON.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return parse_json_standard(raw)
+
+
+def parse_json_standard(raw: bytes) -> Any:
+    """``parse_json`` with the standard library only: what orjson's answers must equal."""
     try:
         text = raw.decode("utf-8")  # strict: UTF-8-encoded surrogates are refused here too
     except UnicodeDecodeError as exc:
@@ -85,7 +106,7 @@ def parse_json(raw: bytes) -> Any:
     if text.startswith("\ufeff"):  # a byte order mark, as json.loads(bytes) allowed
         text = text[1:]
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        data = _DECODER.decode(text)
     except RecursionError as exc:
         raise validation_failed({"_body": [TOO_DEEP]}, "request body nested too deeply") from exc
     except ValueError as exc:

@@ -4,8 +4,8 @@ Compact, UTF-8 (Chinese names stay readable and short); datetimes are written
 ISO-8601 with their offset. orjson writes the same bytes as the standard library's
 compact ``ensure_ascii=False`` encoder (tests/test_jsonutil.py) about eight times
 faster. It reads our own records (idempotency replies, stored orders) too; request
-bodies are parsed by ``bff.bodies`` with the standard library, which names a field
-holding an integer beyond 64 bits where orjson would refuse the whole body.
+bodies are parsed by ``bff.bodies``, with orjson where its answer provably equals the
+standard library's (tests/test_bodies_parse.py) and the standard library otherwise.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import HttpVersion11, web
 from marshmallow import Schema, ValidationError
 
-from bff import jsonutil
+from bff import fastload, jsonutil
 from bff.auth import Claims, Role
 from bff.bodies import check_media_type, parse_json, query_of
 from bff.errors import error_response, forbidden, unauthenticated, validation_failed
@@ -220,7 +220,7 @@ def load(schema: Schema, data: Any) -> Any:
     if not isinstance(data, Mapping):
         raise validation_failed({"_body": ["Must be a JSON object."]})
     try:
-        return schema.load(data)
+        return fastload.load(schema, data)
     except ValidationError as exc:
         raise validation_failed(flatten_errors(exc.messages)) from exc
 

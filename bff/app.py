@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bff import protocol
+from bff import cors, protocol
 from bff.auth import TokenCodec, auth_middleware
 from bff.cache import Invalidator, ReplyCache, listen
 from bff.catalog import ProductService
@@ -99,6 +99,7 @@ def create_app(
         client_max_size=settings.server.max_body_bytes,
         handler_args=protocol.HANDLER_ARGS,
     )
+    cors.install(app, settings.cors)  # nothing at all unless cors.origins lists some
     clock = clock or SystemClock()
     app[SETTINGS] = settings
     app[CLOCK] = clock

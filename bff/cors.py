@@ -9,9 +9,11 @@ request. On, two small pieces:
   else goes on to the router as before (a preflight from another origin gets the
   usual 405 and no CORS header, so the browser refuses the call);
 * an ``on_response_prepare`` hook that gives every reply, errors and 5xx included
-  (aiohttp's own refusals too), ``Access-Control-Allow-Origin`` and the headers a
+  (the router's 404 and 405 too), ``Access-Control-Allow-Origin`` and the headers a
   front end reads (``Retry-After``, the request id) when the origin is listed, and
-  ``Vary: Origin`` always, since the reply then depends on that header.
+  ``Vary: Origin`` always, since the reply then depends on that header. Only the HTTP
+  parser's refusals (400, 414, 431: bff/protocol.py) go without: they are answered
+  before there is a request to match, and a browser reports them as a CORS failure.
 
 Callers send bearer tokens, never cookies: ``Access-Control-Allow-Credentials`` is
 never sent, so even ``*`` (any origin) is safe and is answered literally.

@@ -15,34 +15,27 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_config import _run as run_py
 from tests.test_run_workers import ROOT, SECRET, _free_port, _healthy, _wait_for
 
 EXIT_CONFIG, EXIT_DATABASE, EXIT_REDIS, EXIT_LISTEN = 2, 3, 4, 5
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")}
-    env.update(
-        BFF_JWT_SECRET=SECRET,
-        BFF_PORT=str(_free_port()),
-        BFF_SQLITE_PATH=str(tmp_path / "bff.sqlite3"),
-        BFF_ACCESS_LOG="false",
-        BFF_DATABASE_CONNECT_TIMEOUT_SECONDS="2",
-        BFF_REDIS_TIMEOUT_SECONDS="2",
-    )
-    env.update(extra)
-    return env
+def _variables(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A fresh directory's settings: the embedded default on a free port, fast timeouts."""
+    return {
+        "BFF_JWT_SECRET": SECRET,
+        "BFF_PORT": str(_free_port()),
+        "BFF_SQLITE_PATH": str(tmp_path / "bff.sqlite3"),
+        "BFF_ACCESS_LOG": "false",
+        "BFF_DATABASE_CONNECT_TIMEOUT_SECONDS": "2",
+        "BFF_REDIS_TIMEOUT_SECONDS": "2",
+        **extra,
+    }
 
 
 def _run(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=tmp_path,
-        env=_env(tmp_path, **extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_py(list(args), _variables(tmp_path, **extra), tmp_path)
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -133,8 +126,9 @@ def test_a_second_instance_on_a_served_port_is_exit_5(tmp_path):
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()
-    env = _env(first_dir, BFF_WORKERS="2")
-    port = int(env["BFF_PORT"])
+    variables = _variables(first_dir, BFF_WORKERS="2")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")} | variables
+    port = int(variables["BFF_PORT"])
     with subprocess.Popen(
         [sys.executable, str(ROOT / "run.py")],
         cwd=first_dir,

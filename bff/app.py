@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bff import protocol
+from bff import cors, protocol
 from bff.auth import TokenCodec, auth_middleware
 from bff.cache import Invalidator, ReplyCache, listen
 from bff.catalog import ProductService
@@ -30,7 +30,7 @@ from bff.coupons.templates import TemplateService
 from bff.coupons.wallet import WalletService
 from bff.db.engine import Database, describe
 from bff.db.migrations import migrate
-from bff.errors import error_middleware
+from bff.errors import error_middleware, is_unavailable
 from bff.gate.base import Gate
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
@@ -99,6 +99,7 @@ def create_app(
         client_max_size=settings.server.max_body_bytes,
         handler_args=protocol.HANDLER_ARGS,
     )
+    cors.install(app, settings.cors)  # nothing at all unless cors.origins lists some
     clock = clock or SystemClock()
     app[SETTINGS] = settings
     app[CLOCK] = clock
@@ -141,8 +142,19 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         gate = MemoryGate(only_process=settings.server.workers == 1)
         where = "in-process"
     try:
-        await gate.ping()
-        log.info("gate ready", extra={"fields": {"gate": gate.name, "url": where}})
+        try:
+            await gate.ping()
+            log.info("gate ready", extra={"fields": {"gate": gate.name, "url": where}})
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Start not-ready rather than not at all (a rolling deploy waits on /readyz):
+            # every gate call answers 503 UNAVAILABLE until Redis answers, then works again
+            # with no restart (the client reconnects, the pub/sub listener retries).
+            log.warning(
+                "gate not reachable; serving not-ready until it answers",
+                extra={"fields": {"gate": gate.name, "url": where}},
+            )
         app[GATE] = gate
         yield
     finally:

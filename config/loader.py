@@ -8,7 +8,9 @@ stop start-up with that line and a non-zero exit instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import secrets
 import tomllib
 import zoneinfo
@@ -25,6 +27,9 @@ JWT_ALGORITHMS = ("HS256", "RS256")
 MIN_SECRET_BYTES = 32
 # A deadline longer than this is no deadline: a request would look hung.
 MAX_TIMEOUT_SECONDS = 300
+REDIS_AT_START = ("wait", "refuse")
+# scheme://host[:port], as a browser sends it in Origin (no path, no trailing slash).
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 class ConfigError(Exception):
@@ -71,6 +76,23 @@ class RedisSettings:
     url: str = ""
     socket_timeout_seconds: float = 2.0
     max_connections: int = 64
+    # Redis not answering at start: "wait" serves not-ready (/readyz 503, claims 503) until
+    # it answers; "refuse" stops start-up with exit code 4 (hosts without a readiness probe).
+    at_start: str = "wait"
+
+
+@dataclass(frozen=True)
+class CorsSettings:
+    # Comma list of origins ("https://h5.example.com, http://localhost:5173") whose pages may
+    # call the API from a browser; "*" for any; empty = CORS off (no header, no extra work).
+    origins: str = ""
+    max_age_seconds: int = 600
+
+    @property
+    def origin_set(self) -> frozenset[str]:
+        """The origins as a browser sends them: lower case, no trailing slash."""
+        items = (item.strip().rstrip("/").lower() for item in self.origins.split(","))
+        return frozenset(item for item in items if item)
 
 
 @dataclass(frozen=True)
@@ -183,6 +205,7 @@ class Settings:
     shop: ShopSettings = field(default_factory=ShopSettings)
     wallet: WalletSettings = field(default_factory=WalletSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    cors: CorsSettings = field(default_factory=CorsSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
     claim: ClaimSettings = field(default_factory=ClaimSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -217,6 +240,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_DATABASE_WRITE_TIMEOUT_SECONDS": ("database", "write_timeout_seconds"),
     "BFF_DATABASE_BULK_TIMEOUT_SECONDS": ("database", "bulk_timeout_seconds"),
     "BFF_REDIS_TIMEOUT_SECONDS": ("redis", "socket_timeout_seconds"),
+    "BFF_REDIS_AT_START": ("redis", "at_start"),
+    "BFF_CORS_ORIGINS": ("cors", "origins"),
+    "BFF_CORS_MAX_AGE_SECONDS": ("cors", "max_age_seconds"),
     "BFF_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "BFF_ACCESS_LOG": ("server", "access_log"),
     "BFF_SHOP_TIMEZONE": ("shop", "timezone"),
@@ -237,12 +263,31 @@ SECTIONS: dict[str, type] = {
     "shop": ShopSettings,
     "wallet": WalletSettings,
     "http": HttpSettings,
+    "cors": CorsSettings,
     "risk": RiskSettings,
     "claim": ClaimSettings,
     "cache": CacheSettings,
     "points": PointsSettings,
     "redemption": RedemptionSettings,
 }
+# Read outside the service, by the test suite and the bench: no warning for them.
+TOOLING_PREFIXES = ("BFF_TEST_", "BFF_BENCH_", "BFF_SCHEMATHESIS_")
+KNOWN_VARIABLES = frozenset({*ENV_OVERRIDES, "BFF_ENV", "BFF_CONFIG"})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line per ``BFF_*`` variable that no setting reads (a misspelling, mostly)."""
+    env = os.environ if environ is None else environ
+    lines: list[str] = []
+    for name in sorted(env):
+        if not name.startswith("BFF_") or name in KNOWN_VARIABLES:
+            continue
+        if name.startswith(TOOLING_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"unknown variable {name} is ignored{hint}")
+    return lines
 
 
 def load_settings(
@@ -303,6 +348,19 @@ def validate(settings: Settings) -> None:
                 f"redis.url (BFF_REDIS_URL) has unknown scheme {redis_scheme!r}; "
                 f"use one of {', '.join(REDIS_SCHEMES)}"
             )
+    if settings.redis.at_start not in REDIS_AT_START:
+        raise ConfigError(
+            f"redis.at_start (BFF_REDIS_AT_START) must be one of {', '.join(REDIS_AT_START)}, "
+            f"got {settings.redis.at_start!r}"
+        )
+    for origin in settings.cors.origin_set:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"cors.origins (BFF_CORS_ORIGINS): {origin!r} is not an origin; "
+                "use scheme://host[:port] (no path), comma-separated, or *"
+            )
+    if not 0 <= settings.cors.max_age_seconds <= 86_400:
+        raise ConfigError("cors.max_age_seconds (BFF_CORS_MAX_AGE_SECONDS) must be 0-86400")
     jwt = settings.jwt
     if jwt.algorithm not in JWT_ALGORITHMS:
         raise ConfigError(
@@ -433,6 +491,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         # A TOML list, or a comma list from the environment: "5, 10, 20".
         items = value if isinstance(value, list) else str(value).split(",")
         return tuple(_coerce(name, item, int) for item in items if str(item).strip())
+    if isinstance(value, list):  # a TOML list for a comma-list setting (cors.origins)
+        return ",".join(str(item) for item in value)
     if kind in (int, float):
         if isinstance(value, bool):
             raise ConfigError(f"{name} must be a number, got {value!r}")

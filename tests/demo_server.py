@@ -66,11 +66,12 @@ def run_demo_command(workdir: Path, env: dict[str, str]) -> subprocess.Popen[byt
 
 
 @contextlib.asynccontextmanager
-async def demo_server(workdir: Path, backend: str) -> AsyncIterator[DemoServer]:
-    """Start ``run.py --demo``; yield once it printed its URLs and answers /healthz."""
+async def demo_server(workdir: Path, backend: str, **extra: str) -> AsyncIterator[DemoServer]:
+    """Start ``run.py --demo`` (``extra``: more variables); yield once it printed its URLs
+    and answers /healthz."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test's own tmp dir
     port = free_port()
-    process = run_demo_command(workdir, demo_env(backend, port))
+    process = run_demo_command(workdir, demo_env(backend, port, **extra))
     try:
         server = await _wait_until_serving(process, workdir / "server.log", port)
         yield server

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from config.loader import ConfigError, load_settings, redact_url
+from config.loader import ConfigError, load_settings, redact_url, unknown_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s" * 40
@@ -155,3 +155,29 @@ def test_run_py_token_mints_a_verifiable_token(tmp_path):
     bad_sub = _run(["token", "--sub", "u 1"], {"BFF_JWT_SECRET": SECRET}, tmp_path)
     assert bad_sub.returncode == 2 and "Traceback" not in bad_sub.stderr, bad_sub.stderr
     assert bad_sub.stdout == ""
+
+
+def test_cors_origins_from_the_environment_or_a_toml_list(tmp_path):
+    settings = load_settings(
+        {"BFF_CORS_ORIGINS": " https://H5.example.com/ , http://localhost:5173,"},
+        base_dir=tmp_path,
+    )
+    assert settings.cors.origin_set == {"https://h5.example.com", "http://localhost:5173"}
+    assert load_settings({}, base_dir=tmp_path).cors.origin_set == frozenset()
+    config = tmp_path / "cors.toml"
+    config.write_text('[cors]\norigins = ["https://a.example", "https://b.example:8443"]\n')
+    listed = load_settings({"BFF_CONFIG": str(config)}, base_dir=tmp_path)
+    assert listed.cors.origin_set == {"https://a.example", "https://b.example:8443"}
+
+
+@pytest.mark.parametrize("origin", ["h5.example.com", "https://a.example/app", "ftp://a.example"])
+def test_a_cors_origin_that_is_not_an_origin_is_refused(tmp_path, origin):
+    with pytest.raises(ConfigError, match="BFF_CORS_ORIGINS"):
+        load_settings({"BFF_CORS_ORIGINS": origin}, base_dir=tmp_path)
+
+
+def test_unknown_variables_are_named_with_a_guess():
+    environ = {"BFF_PORTS": "1", "BFF_PORT": "1", "BFF_TEST_MYSQL_URL": "x", "HOME": "/"}
+    assert unknown_variables(environ) == [
+        "unknown variable BFF_PORTS is ignored; did you mean BFF_PORT?"
+    ]

@@ -344,7 +344,7 @@ def test_run_demo_is_refused_outside_development(tmp_path: Path):
 
 
 def test_demo_mode_turns_on_dev_sign_in_only_when_no_provider_is_configured():
-    from run import demo_settings
+    from bff.cli import demo_settings
 
     assert demo_settings(Settings()).identity.provider == "dev"
     custom = Settings(identity=IdentitySettings(provider="corp.sso:Provider"))

@@ -11,13 +11,16 @@ Without chromium or Playwright the test skips here, and fails with ``CI=true``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.conftest import IN_CI
 from tests.demo_server import REPO, DemoServer, demo_server
@@ -202,3 +205,76 @@ async def _walk_through(page: Page, steps: Steps, server: DemoServer) -> None:
     await expect(detail).to_contain_text("coupons do not apply")
     await page.locator("#detail-section").scroll_into_view_if_needed()
     await steps.shot("live-room")
+
+
+# --- CORS: a front end on another origin ---------------------------------------------------
+FRONT_END_PAGE = "<!doctype html><title>another origin</title><pre id='out'></pre>"
+# Runs in the page: a cross-origin fetch with a bearer token (so the browser preflights),
+# the reply's status, body and an exposed header, or the browser's refusal.
+CROSS_ORIGIN_FETCH = """async ({api, token}) => {
+  try {
+    const reply = await fetch(api + "/api/v1/shops/demo/me/coupons?status=all", {
+      headers: {"Authorization": "Bearer " + token, "X-Request-Id": "cors-browser-1"},
+    });
+    const body = await reply.json();
+    const result = {status: reply.status, items: body.items.length,
+                    request_id: reply.headers.get("X-Request-Id")};
+    document.getElementById("out").textContent = JSON.stringify(result);
+    return result;
+  } catch (error) {
+    document.getElementById("out").textContent = String(error);
+    return {refused: String(error)};
+  }
+}"""
+
+
+@contextlib.asynccontextmanager
+async def _front_end_server() -> AsyncIterator[int]:
+    """A second, tiny web server: the page of a front end hosted elsewhere."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=FRONT_END_PAGE, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_page_on_another_origin_calls_the_api_through_cors(
+    backend: str, settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Listed origin (127.0.0.1:<port>): the reply arrives; the same page served as
+    localhost:<port>, an origin not listed, is refused by the browser."""
+    executable = _chromium()
+    if async_playwright is None:
+        _missing("playwright is not installed (pip install -e '.[test]')")
+    async with _front_end_server() as page_port:
+        allowed = f"http://127.0.0.1:{page_port}"
+        async with (
+            demo_server(tmp_path / "server", backend, BFF_CORS_ORIGINS=allowed) as server,
+            async_playwright() as pw,
+        ):
+            browser = await pw.chromium.launch(executable_path=executable, headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 800, "height": 400})
+                page.set_default_timeout(STEP_TIMEOUT_MS)
+                steps = Steps(page, f"{backend}-cors", capsys)
+                call = {"api": server.base_url, "token": server.token}
+                await page.goto(allowed + "/")
+                answered = await page.evaluate(CROSS_ORIGIN_FETCH, call)
+                assert answered["status"] == 200 and answered["items"] >= 0, answered
+                assert answered["request_id"] == "cors-browser-1", answered
+                await steps.shot("allowed-origin")
+                await page.goto(f"http://localhost:{page_port}/")
+                refused = await page.evaluate(CROSS_ORIGIN_FETCH, call)
+                assert "Failed to fetch" in refused.get("refused", ""), refused
+                await steps.shot("refused-origin")
+            finally:
+                await browser.close()

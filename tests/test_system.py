@@ -197,3 +197,34 @@ async def test_redis_down_fails_readiness(aiohttp_client, proxied, tmp_path):
     await redis_proxy.stop()
     body = await expect(await client.get("/readyz"), HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE")
     assert body["error"]["details"]["checks"]["redis"] == "unavailable"
+
+
+async def test_redis_down_at_start_serves_not_ready_then_recovers(
+    aiohttp_client, proxied, tmp_path
+):
+    """A rolling deploy starts the instance anyway: /readyz and claims say 503 until Redis
+    answers, then the same process serves, with no restart."""
+    proxied_settings, _, redis_proxy = proxied
+    await redis_proxy.stop()
+    clock = ManualClock()
+    client = await aiohttp_client(create_app(proxied_settings, clock=clock, base_dir=tmp_path))
+    codec = TokenCodec(proxied_settings.jwt, clock)
+    merchant = {"Authorization": f"Bearer {codec.mint('m1', Role.MERCHANT, 's1')[0]}"}
+    shopper = {"Authorization": f"Bearer {codec.mint('u1', Role.USER, None)[0]}"}
+    ready = await expect(await client.get("/readyz"), HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    assert ready["error"]["details"]["checks"] == {"database": "ok", "redis": "unavailable"}
+    template = await expect(
+        await client.post(ADMIN, json=template_body(clock), headers=merchant), HTTPStatus.CREATED
+    )
+    claim = {"template_id": template["id"], "request_id": "r-1", "device": {"id": "d1"}}
+    response = await client.post("/api/v1/shops/s1/coupons/claim", json=claim, headers=shopper)
+    await expect(response, HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    assert response.headers["Retry-After"] == "1"
+    await redis_proxy.start()  # same port again
+    for _ in range(50):
+        if (await client.get("/readyz")).status == HTTPStatus.OK:
+            break
+        await asyncio.sleep(0.1)
+    await expect(await client.get("/readyz"), HTTPStatus.OK)
+    response = await client.post("/api/v1/shops/s1/coupons/claim", json=claim, headers=shopper)
+    await expect(response, HTTPStatus.CREATED)

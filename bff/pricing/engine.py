@@ -94,6 +94,16 @@ class Candidate:
     needs_claim: bool = False
     coupon_id: int | None = None
     expires_at: datetime | None = None
+    # Derived once here rather than at every comparison of the search: the expiry as a
+    # timestamp (inf for none) and which of a template's coupons stands for it.
+    expiry: float = field(init=False, repr=False, compare=False)
+    preference: tuple[bool, float, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        expiry = self.expires_at.timestamp() if self.expires_at is not None else math.inf
+        object.__setattr__(self, "expiry", expiry)
+        # Held, then expiring first, then key.
+        object.__setattr__(self, "preference", (self.needs_claim, expiry, self.key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,25 +486,24 @@ def allowed(combo: Sequence[Candidate]) -> bool:
 
 
 # --- the best combination ----------------------------------------------------------------
-def _expiry(candidate: Candidate) -> float:
-    return candidate.expires_at.timestamp() if candidate.expires_at is not None else math.inf
-
-
-def _preference(candidate: Candidate) -> tuple[Any, ...]:
-    """Which of a template's coupons stands for it: held, then expiring first, then key."""
-    return (candidate.needs_claim, _expiry(candidate), candidate.key)
-
-
 def _rank(payable: int, combo: Sequence[Candidate]) -> tuple[Any, ...]:
-    ordered = sorted(combo, key=lambda c: c.template_id)
+    ordered = sorted(combo, key=_template_id)
     return (
         payable,
         sum(1 for c in combo if c.needs_claim),
-        min((_expiry(c) for c in combo), default=math.inf),
+        min((c.expiry for c in combo), default=math.inf),
         len(combo),
         tuple(c.template_id for c in ordered),
-        tuple(_preference(c) for c in ordered),
+        tuple(c.preference for c in ordered),
     )
+
+
+def _template_id(candidate: Candidate) -> int:
+    return candidate.template_id
+
+
+def _preference(candidate: Candidate) -> tuple[bool, float, str]:
+    return candidate.preference
 
 
 def best_quote(

@@ -341,6 +341,21 @@ def _schema_name(schema: Any) -> str:
     return name + "".join(modifiers)
 
 
+# Path parameters as in the demo shop (``run.py --demo``), which /docs's try-it-out fills in.
+PATH_EXAMPLES = {
+    "shop_id": "demo",
+    "product_id": "cup-1",
+    "room_id": "room-1",
+    "template_id": "1",
+    "coupon_id": "1",
+    "pack_id": "1",
+    "offer_id": "1",
+    "user_id": "u1",
+    "order_id": "o-1001",
+    "asset": "app.js",
+}
+
+
 def path_patterns(path: str) -> dict[str, str]:
     """``/shops/{shop_id:[A-Za-z0-9_-]{1,64}}`` -> ``{"shop_id": "^[A-Za-z0-9_-]{1,64}$"}``."""
     out: dict[str, str] = {}
@@ -413,6 +428,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         operation["security"] = [{"bearer": []}] + ([{}] if endpoint.auth.anonymous else [])
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": p}}
+        | ({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})
         for name, p in path_patterns(endpoint.path).items()
     ]
     if endpoint.query is not None:

@@ -28,6 +28,7 @@ OFFLINE = {
     "/metrics",
     "/api/v1/openapi.json",
     "/docs",
+    "/favicon.ico",
     "/demo",
     "/demo/config.json",
     "/demo/{asset}",

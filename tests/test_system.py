@@ -141,6 +141,12 @@ async def test_docs_page_is_self_contained(client):
     assert "/api/v1/openapi.json" in html
     for external in ('src="http', "src='http", 'href="http', "@import", "cdn."):
         assert external not in html
+    # Its icon is inline; browsers that ask /favicon.ico anyway get one, not a 404.
+    assert '<link rel="icon" type="image/svg+xml" href="data:image/svg+xml,' in html
+    icon = await client.get("/favicon.ico")
+    assert icon.status == HTTPStatus.OK
+    assert icon.content_type == "image/svg+xml"
+    assert (await icon.read()).startswith(b"<svg")
 
 
 @pytest.fixture

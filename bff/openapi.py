@@ -52,8 +52,8 @@ bytes is 414 `URI_TOO_LONG`; a header over {MAX_HEADER_BYTES} bytes, or more tha
 ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
     HTTPStatus.BAD_REQUEST: (
         "BadRequest",
-        "VALIDATION_FAILED (details: field -> messages), or another 400 code of the "
-        "operation (LANDING_PAGES_IDENTICAL, POLICY_VIOLATION)",
+        "VALIDATION_FAILED (details: field -> messages); an operation with more 400 codes "
+        "lists them in its own response",
     ),
     HTTPStatus.UNAUTHORIZED: (
         "Unauthenticated",
@@ -62,8 +62,8 @@ ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
     ),
     HTTPStatus.FORBIDDEN: (
         "Forbidden",
-        "FORBIDDEN (a role that may not call this path, or a token acting for another shop); "
-        "on claims also NOT_ELIGIBLE, RISK_REJECTED",
+        "FORBIDDEN: a role that may not call this path, or a token acting for another shop; "
+        "an operation with more 403 codes (NOT_ELIGIBLE, RISK_REJECTED) lists them",
     ),
     HTTPStatus.NOT_FOUND: (
         "NotFound",
@@ -71,9 +71,8 @@ ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
     ),
     HTTPStatus.CONFLICT: (
         "Conflict",
-        "a business rule refused the request (see error.code: SOLD_OUT, DAILY_SOLD_OUT, "
-        "LIMIT_REACHED, WALLET_FULL, ALREADY_CLAIMED, NOT_STARTED, CLAIM_ENDED, "
-        "INSUFFICIENT_POINTS, COUPON_NOT_USABLE, IDEMPOTENCY_CONFLICT, PACK_WINDOW_OVERLAP, ...)",
+        "a business rule refused the request (error.code says which; every operation that "
+        "answers 409 lists its codes, each with an example)",
     ),
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("PayloadTooLarge", "PAYLOAD_TOO_LARGE"),
     HTTPStatus.REQUEST_URI_TOO_LONG: (

@@ -87,7 +87,7 @@ _FAVICON = resources.files("bff").joinpath("static/favicon.svg").read_bytes()
 
 @routes.get("/favicon.ico", auth=PUBLIC, offline=True, media_types=("image/svg+xml",))
 async def favicon(call: Call) -> web.Response:
-    """The icon browsers ask for on their own (an SVG; /docs also has it inline)."""
+    """The icon of /docs, where browsers also look for one on their own (an SVG)."""
     return web.Response(
         body=_FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
     )

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, format_trace_id
 
 from bff.app import create_app
+from bff.keys import TRACING
 from bff.logs import JsonFormatter
 from tests.conftest import expect
 from tests.helpers import claim, create_template
@@ -127,9 +128,18 @@ async def test_a_claim_is_one_request_span_with_its_sql_and_redis_children(
     assert line["trace_id"] == format_trace_id(trace_id)
 
 
-async def test_tracing_off_adds_no_middleware_and_no_trace_id(client, access_lines):
-    assert len(client.app.middlewares) == 3  # observe, errors, auth: no tracing ones
-    assert (await client.get("/healthz")).status == HTTPStatus.OK
+async def test_tracing_off_adds_no_middleware_and_no_trace_id(
+    aiohttp_client, make_app, settings, access_lines
+):
+    server = dataclasses.replace(settings.server, access_log=True)
+    client = await aiohttp_client(make_app(settings=settings.replace(server=server)))
+    assert client.app[TRACING] is None
+    modules = [getattr(middleware, "__module__", "") for middleware in client.app.middlewares]
+    assert not [name for name in modules if name.startswith(("opentelemetry", "bff.tracing"))]
+    response = await client.get("/healthz", headers={"X-Request-Id": "untraced-1"})
+    assert response.status == HTTPStatus.OK
+    (line,) = [json.loads(line) for line in access_lines.getvalue().splitlines()]
+    assert line["request_id"] == "untraced-1" and "trace_id" not in line
 
 
 def test_tracing_off_imports_nothing_of_opentelemetry_tracing(tmp_path):

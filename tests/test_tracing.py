@@ -9,9 +9,6 @@ children are SQL spans only.
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
-import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,9 +24,8 @@ from opentelemetry.trace import SpanKind, format_trace_id
 
 from bff.app import create_app
 from bff.keys import TRACING
-from bff.logs import JsonFormatter
 from tests.conftest import expect
-from tests.helpers import claim, create_template
+from tests.helpers import claim, create_template, json_log_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,19 +45,6 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
     provider.shutdown()
 
 
-@pytest.fixture
-def access_lines() -> Iterator[io.StringIO]:
-    """The access log as JSON lines, formatted as they are written (inside the request)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    access = logging.getLogger("bff.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    yield stream
-    access.removeHandler(handler)
-
-
 def _system(span: ReadableSpan) -> Any:
     attributes = span.attributes or {}
     return attributes.get("db.system.name", attributes.get("db.system"))
@@ -78,9 +61,8 @@ def _ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[int]:
 
 
 async def test_a_claim_is_one_request_span_with_its_sql_and_redis_children(
-    backend, aiohttp_client, settings, clock, tmp_path, auth, merchant, provider, exporter,
-    access_lines,
-):  # fmt: skip
+    backend, aiohttp_client, settings, clock, tmp_path, auth, merchant, provider, exporter
+):
     server = dataclasses.replace(settings.server, access_log=True)
     app = create_app(
         settings.replace(server=server), clock=clock, base_dir=tmp_path, tracer_provider=provider
@@ -88,10 +70,9 @@ async def test_a_claim_is_one_request_span_with_its_sql_and_redis_children(
     client = await aiohttp_client(app)
     template = await create_template(client, clock, merchant)
     exporter.clear()
-    access_lines.seek(0)
-    access_lines.truncate()
 
-    response = await claim(client, auth("user", sub="u1"), template["id"], device={"id": "d1"})
+    with json_log_lines("bff.access") as lines:
+        response = await claim(client, auth("user", sub="u1"), template["id"], device={"id": "d1"})
     await expect(response, HTTPStatus.CREATED)
     request_id = response.headers["X-Request-Id"]
 
@@ -123,22 +104,20 @@ async def test_a_claim_is_one_request_span_with_its_sql_and_redis_children(
         assert redis == []  # the embedded backend's gate is in-process: no Redis
 
     # The access log line of the claim carries its request id and trace id.
-    lines = [json.loads(line) for line in access_lines.getvalue().splitlines() if line.strip()]
     (line,) = [entry for entry in lines if entry.get("request_id") == request_id]
     assert line["trace_id"] == format_trace_id(trace_id)
 
 
-async def test_tracing_off_adds_no_middleware_and_no_trace_id(
-    aiohttp_client, make_app, settings, access_lines
-):
+async def test_tracing_off_adds_no_middleware_and_no_trace_id(aiohttp_client, make_app, settings):
     server = dataclasses.replace(settings.server, access_log=True)
     client = await aiohttp_client(make_app(settings=settings.replace(server=server)))
     assert client.app[TRACING] is None
     modules = [getattr(middleware, "__module__", "") for middleware in client.app.middlewares]
     assert not [name for name in modules if name.startswith(("opentelemetry", "bff.tracing"))]
-    response = await client.get("/healthz", headers={"X-Request-Id": "untraced-1"})
+    with json_log_lines("bff.access") as lines:
+        response = await client.get("/healthz", headers={"X-Request-Id": "untraced-1"})
     assert response.status == HTTPStatus.OK
-    (line,) = [json.loads(line) for line in access_lines.getvalue().splitlines()]
+    (line,) = lines
     assert line["request_id"] == "untraced-1" and "trace_id" not in line
 
 

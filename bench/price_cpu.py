@@ -206,8 +206,10 @@ async def main() -> None:
             if name == args.py_spy:
                 out = WORK / f"py-spy-{name}.txt"
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(pid), "--rate", "500", "--format", "raw"]
-                    + ["-o", str(out)],
+                    [
+                        *("py-spy", "record", "--pid", str(pid), "--rate", "500"),
+                        *("--format", "raw", "-o", str(out)),
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -65,6 +66,7 @@ from bff.keys import (
     STATS,
     TEMPLATES,
     TOKENS,
+    TRACING,
     WALLET,
 )
 from bff.members import MemberService
@@ -79,6 +81,7 @@ from bff.points.policy import Policy
 from bff.redemption.service import RedemptionService
 from bff.redemption.stats import StatsService
 from bff.routing import add_routes
+from bff.tracing import Tracing
 from bff.versions import UserVersions
 from config.loader import Settings, redact_url
 from handlers import all_endpoints
@@ -87,15 +90,29 @@ from widgets.claim.service import ClaimWidgetService
 from widgets.coupon_price.service import PriceService
 from widgets.live_price.service import LivePriceService
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 log = logging.getLogger("bff.app")
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, base_dir: Path | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    base_dir: Path | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> web.Application:
+    """The app; ``tracer_provider`` turns tracing on with that provider (tests pass one)."""
     protocol.install()  # the HTTP parser's refusals in the error shape (bff.protocol)
+    tracing = Tracing.from_settings(settings.tracing, tracer_provider)
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            *(tracing.middlewares() if tracing is not None else ()),
+            observe_middleware,
+            error_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.server.max_body_bytes,
         handler_args=protocol.HANDLER_ARGS,
     )
@@ -103,6 +120,7 @@ def create_app(
     clock = clock or SystemClock()
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[TRACING] = tracing
     app[METRICS] = Metrics()
     app[TOKENS] = TokenCodec(settings.jwt, clock)
     app[IDENTITY] = build_identity_provider(settings)
@@ -110,16 +128,30 @@ def create_app(
     app[ENDPOINTS] = endpoints
     app[OPENAPI] = render_openapi(endpoints)
     add_routes(app, endpoints)
+    if tracing is not None:
+        app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_database_ctx(base_dir))
     app.cleanup_ctx.append(_gate_ctx)
     app.cleanup_ctx.append(_services_ctx)
     return app
 
 
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Flushes the spans of a provider made from the settings as the app stops."""
+    try:
+        yield
+    finally:
+        tracing = app[TRACING]
+        if tracing is not None:
+            tracing.close()
+
+
 def _database_ctx(base_dir: Path | None):  # type: ignore[no-untyped-def]
     async def database(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         db = Database.from_settings(settings.database, base_dir=base_dir)
+        if app[TRACING] is not None:
+            app[TRACING].instrument_engine(db.engine)
         try:
             await db.ping()
             await migrate(db, app[CLOCK])
@@ -138,6 +170,8 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.redis.url:
         gate = RedisGate.from_settings(settings.redis)
         where = redact_url(settings.redis.url)
+        if app[TRACING] is not None:
+            app[TRACING].instrument_redis(gate.client)
     else:
         gate = MemoryGate(only_process=settings.server.workers == 1)
         where = "in-process"

@@ -60,6 +60,10 @@ def _sorted(value: Any) -> Any:
     return value
 
 
+# What a retried write can answer besides its first reply (for the OpenAPI document).
+RETRY_CODES = ("IDEMPOTENCY_CONFLICT", "REQUEST_IN_PROGRESS")
+
+
 def idempotency_conflict() -> ApiError:
     return conflict("IDEMPOTENCY_CONFLICT", "this request_id was used with a different body")
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bff.redemption.service import RedemptionService
     from bff.redemption.stats import StatsService
     from bff.routing import Endpoint
+    from bff.tracing import Tracing
     from config.loader import Settings
     from widgets.auto_claim.service import AutoClaimService
     from widgets.claim.service import ClaimWidgetService
@@ -44,6 +45,8 @@ IDENTITY: web.AppKey[IdentityProvider] = web.AppKey("identity")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 ENDPOINTS: web.AppKey[list[Endpoint]] = web.AppKey("endpoints")
 OPENAPI: web.AppKey[bytes] = web.AppKey("openapi")
+# None while tracing is off (bff.tracing).
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 TEMPLATES: web.AppKey[TemplateService] = web.AppKey("templates")
 PRODUCTS: web.AppKey[ProductService] = web.AppKey("products")
 MEMBERS: web.AppKey[MemberService] = web.AppKey("members")

@@ -1,4 +1,4 @@
-"""JSON-lines logging with the request id of the request being served."""
+"""JSON-lines logging with the request id (and trace id) of the request being served."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from bff import jsonutil
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# The trace of the request being served, when tracing is on (bff.tracing).
+trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,6 +27,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        trace_id = trace_id_var.get()
+        if trace_id:
+            entry["trace_id"] = trace_id
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)

@@ -11,6 +11,7 @@ from marshmallow import fields
 
 from bff import jsonutil
 from bff.bodies import MAX_DEPTH
+from bff.coupons.rules import REFUSALS
 from bff.openapi_examples import FLOWS, REPLY_EXAMPLES, REQUEST_EXAMPLES
 from bff.protocol import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from bff.routing import Endpoint
@@ -51,8 +52,8 @@ bytes is 414 `URI_TOO_LONG`; a header over {MAX_HEADER_BYTES} bytes, or more tha
 ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
     HTTPStatus.BAD_REQUEST: (
         "BadRequest",
-        "VALIDATION_FAILED (details: field -> messages), or another 400 code of the "
-        "operation (LANDING_PAGES_IDENTICAL, POLICY_VIOLATION)",
+        "VALIDATION_FAILED (details: field -> messages); an operation with more 400 codes "
+        "lists them in its own response",
     ),
     HTTPStatus.UNAUTHORIZED: (
         "Unauthenticated",
@@ -61,8 +62,8 @@ ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
     ),
     HTTPStatus.FORBIDDEN: (
         "Forbidden",
-        "FORBIDDEN (a role that may not call this path, or a token acting for another shop); "
-        "on claims also NOT_ELIGIBLE, RISK_REJECTED",
+        "FORBIDDEN: a role that may not call this path, or a token acting for another shop; "
+        "an operation with more 403 codes (NOT_ELIGIBLE, RISK_REJECTED) lists them",
     ),
     HTTPStatus.NOT_FOUND: (
         "NotFound",
@@ -70,9 +71,8 @@ ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
     ),
     HTTPStatus.CONFLICT: (
         "Conflict",
-        "a business rule refused the request (see error.code: SOLD_OUT, DAILY_SOLD_OUT, "
-        "LIMIT_REACHED, WALLET_FULL, ALREADY_CLAIMED, NOT_STARTED, CLAIM_ENDED, "
-        "INSUFFICIENT_POINTS, COUPON_NOT_USABLE, IDEMPOTENCY_CONFLICT, PACK_WINDOW_OVERLAP, ...)",
+        "a business rule refused the request (error.code says which; every operation that "
+        "answers 409 lists its codes, each with an example)",
     ),
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("PayloadTooLarge", "PAYLOAD_TOO_LARGE"),
     HTTPStatus.REQUEST_URI_TOO_LONG: (
@@ -99,6 +99,118 @@ ERROR_RESPONSES: dict[HTTPStatus, tuple[str, str]] = {
         "half-done; retry after Retry-After seconds",
     ),
 }
+# Every error code the API answers: its status, and the message and details of an example
+# body (the server's own wording). Each status's first code here is its own (409 has
+# none): every operation answering that status lists it; an operation names the others
+# it can answer (``Endpoint.codes``). Claim refusals: their one table (bff.coupons.rules).
+ERROR_CODES: dict[str, tuple[HTTPStatus, str, dict[str, Any]]] = {
+    "VALIDATION_FAILED": (
+        HTTPStatus.BAD_REQUEST,
+        "invalid request",
+        {"request_id": ["Missing data for required field."]},
+    ),
+    "LANDING_PAGES_IDENTICAL": (
+        HTTPStatus.BAD_REQUEST,
+        "claim_page and redeem_page must be different pages: the same page breaks the jump "
+        "at redemption",
+        {"claim_page": "pages/coupon/use", "redeem_page": "pages/coupon/use"},
+    ),
+    "POLICY_VIOLATION": (
+        HTTPStatus.BAD_REQUEST,
+        "a points coupon's amount off must be one of the points denominations",
+        {"rule": "points_denomination", "amount_off": 4500, "allowed_yuan": [5, 10, 20]},
+    ),
+    "UNAUTHENTICATED": (HTTPStatus.UNAUTHORIZED, "token expired", {}),
+    "FORBIDDEN": (HTTPStatus.FORBIDDEN, "a user token may not call this path", {}),
+    "CLAIM_METHOD_NOT_ALLOWED": (
+        *REFUSALS["CLAIM_METHOD_NOT_ALLOWED"],
+        {"method": "code"},
+    ),
+    "NOT_ELIGIBLE": (*REFUSALS["NOT_ELIGIBLE"], {}),
+    "RISK_REJECTED": (*REFUSALS["RISK_REJECTED"], {}),
+    "NOT_FOUND": (HTTPStatus.NOT_FOUND, "resource not found", {}),
+    "SOLD_OUT": (*REFUSALS["SOLD_OUT"], {}),
+    "DAILY_SOLD_OUT": (*REFUSALS["DAILY_SOLD_OUT"], {}),
+    "LIMIT_REACHED": (*REFUSALS["LIMIT_REACHED"], {}),
+    "WALLET_FULL": (*REFUSALS["WALLET_FULL"], {}),
+    "ALREADY_CLAIMED": (*REFUSALS["ALREADY_CLAIMED"], {}),
+    "CLAIM_PAUSED": (*REFUSALS["CLAIM_PAUSED"], {}),
+    "NOT_STARTED": (*REFUSALS["NOT_STARTED"], {}),
+    "CLAIM_ENDED": (*REFUSALS["CLAIM_ENDED"], {}),
+    "INSUFFICIENT_POINTS": (
+        HTTPStatus.CONFLICT,
+        "not enough points",
+        {"balance": 200, "needed": 300},
+    ),
+    "COUPON_NOT_USABLE": (
+        HTTPStatus.CONFLICT,
+        "coupon 7 cannot be used on this order: locked",
+        {"coupon_id": 7, "reason": "locked"},
+    ),
+    "IDEMPOTENCY_CONFLICT": (*REFUSALS["IDEMPOTENCY_CONFLICT"], {}),
+    "REQUEST_IN_PROGRESS": (
+        HTTPStatus.CONFLICT,
+        "the same request is still being processed; retry shortly",
+        {},
+    ),
+    "PACK_WINDOW_OVERLAP": (
+        HTTPStatus.CONFLICT,
+        "another active new_member pack overlaps this window",
+        {"pack_id": 1, "name": "新会员礼包"},
+    ),
+    "LOCK_EXPIRED": (
+        HTTPStatus.CONFLICT,
+        "the order's coupon lock lapsed before it was confirmed; its coupons were released",
+        {"order_id": "o-1001"},
+    ),
+    "ORDER_CANCELLED": (
+        HTTPStatus.CONFLICT,
+        "the order was cancelled",
+        {"order_id": "o-1001"},
+    ),
+    "PAYLOAD_TOO_LARGE": (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large", {}),
+    "URI_TOO_LONG": (HTTPStatus.REQUEST_URI_TOO_LONG, "request URL too long", {}),
+    "UNSUPPORTED_MEDIA_TYPE": (
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "unsupported media type",
+        {},
+    ),
+    "EXPECTATION_FAILED": (
+        HTTPStatus.EXPECTATION_FAILED,
+        "only Expect: 100-continue is supported",
+        {},
+    ),
+    "RATE_LIMITED": (*REFUSALS["RATE_LIMITED"], {}),
+    "HEADERS_TOO_LARGE": (
+        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request headers too large",
+        {},
+    ),
+    "UNAVAILABLE": (
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "a dependency is unavailable, try again shortly",
+        {},
+    ),
+}
+
+
+def status_codes(status: HTTPStatus) -> list[str]:
+    """The codes of one status, its own first."""
+    return [code for code, (of, _, _) in ERROR_CODES.items() if of == status]
+
+
+def own_codes(status: HTTPStatus) -> list[str]:
+    """The code every operation answering ``status`` can answer with it (none for 409)."""
+    return [] if status == HTTPStatus.CONFLICT else status_codes(status)[:1]
+
+
+def error_example(code: str) -> dict[str, Any]:
+    """An example body of ``code`` in API.md's error shape, as an OpenAPI example object."""
+    status, message, details = ERROR_CODES[code]
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return {"summary": f"{int(status)} {code}", "value": body}
+
+
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "seconds to wait before retrying",
@@ -200,13 +312,9 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
     )
     spec.components.schema("Error", schema=ErrorReply)
     for status, (name, description) in ERROR_RESPONSES.items():
-        response: dict[str, Any] = {
-            "description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-        if status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
-            response["headers"] = _RETRY_AFTER
-        spec.components.response(name, response)
+        spec.components.response(
+            name, _error_response(status, description, own_codes(status) or status_codes(status))
+        )
     for endpoint in endpoints:
         spec.path(
             path=endpoint.openapi_path, operations={endpoint.method.lower(): _operation(endpoint)}
@@ -232,6 +340,21 @@ def _schema_name(schema: Any) -> str:
     return name + "".join(modifiers)
 
 
+# Path parameters as in the demo shop (``run.py --demo``), which /docs's try-it-out fills in.
+PATH_EXAMPLES = {
+    "shop_id": "demo",
+    "product_id": "cup-1",
+    "room_id": "room-1",
+    "template_id": "1",
+    "coupon_id": "1",
+    "pack_id": "1",
+    "offer_id": "1",
+    "user_id": "u1",
+    "order_id": "o-1001",
+    "asset": "app.js",
+}
+
+
 def path_patterns(path: str) -> dict[str, str]:
     """``/shops/{shop_id:[A-Za-z0-9_-]{1,64}}`` -> ``{"shop_id": "^[A-Za-z0-9_-]{1,64}$"}``."""
     out: dict[str, str] = {}
@@ -252,7 +375,7 @@ def path_patterns(path: str) -> dict[str, str]:
 
 def statuses(endpoint: Endpoint) -> set[HTTPStatus]:
     """Every error status the endpoint can answer (see ``_operation``)."""
-    found = set(endpoint.errors) | _ALWAYS
+    found = set(endpoint.errors) | _ALWAYS | {ERROR_CODES[code][0] for code in endpoint.codes}
     if not endpoint.offline:
         found.add(HTTPStatus.SERVICE_UNAVAILABLE)
     if endpoint.body is not None or endpoint.form is not None or endpoint.query is not None:
@@ -304,6 +427,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         operation["security"] = [{"bearer": []}] + ([{}] if endpoint.auth.anonymous else [])
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": p}}
+        | ({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})
         for name, p in path_patterns(endpoint.path).items()
     ]
     if endpoint.query is not None:
@@ -316,9 +440,32 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     for status in (endpoint.status, *endpoint.also):
         operation["responses"][str(int(status))] = _success(endpoint, status)
     for status in sorted(statuses(endpoint)):
-        name, _ = ERROR_RESPONSES[status]
-        operation["responses"][str(int(status))] = {"$ref": f"#/components/responses/{name}"}
+        operation["responses"][str(int(status))] = _error(endpoint, status)
     return operation
+
+
+def _error_response(status: HTTPStatus, description: str, codes: list[str]) -> dict[str, Any]:
+    media = {
+        "schema": {"$ref": "#/components/schemas/Error"},
+        "examples": {code: error_example(code) for code in codes},
+    }
+    response: dict[str, Any] = {"description": description, "content": {"application/json": media}}
+    if status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
+        response["headers"] = _RETRY_AFTER
+    return response
+
+
+def _error(endpoint: Endpoint, status: HTTPStatus) -> dict[str, Any]:
+    """The shared response of ``status`` (an example of its own code), or, where the
+    endpoint answers more codes with it, one of its own with an example of each."""
+    name, _ = ERROR_RESPONSES[status]
+    own = own_codes(status)
+    more = [code for code in endpoint.codes if ERROR_CODES[code][0] == status]
+    if not more:
+        return {"$ref": f"#/components/responses/{name}"}
+    codes = [*dict.fromkeys([*own, *more])]  # in order, once each
+    description = f"{HTTPStatus(status).phrase}: " + ", ".join(codes)
+    return _error_response(status, description, codes)
 
 
 def _success(endpoint: Endpoint, status: HTTPStatus) -> dict[str, Any]:

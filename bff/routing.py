@@ -96,6 +96,10 @@ class Endpoint:
     status: HTTPStatus = HTTPStatus.OK
     tags: tuple[str, ...] = ()
     errors: tuple[HTTPStatus, ...] = ()
+    # The error codes of the operation beyond each status's own (bff.openapi.ERROR_CODES:
+    # SOLD_OUT, NOT_ELIGIBLE, ...), for the document: an example body each. Their
+    # statuses count as declared errors.
+    codes: tuple[str, ...] = ()
     # The route takes a file: the body is multipart/form-data, read by the handler. Its
     # form is ``form``, or ``body`` when ``form`` is None; with ``form`` set, ``body`` is
     # the JSON alternative the handler also takes (the document lists both).

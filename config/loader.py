@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import re
 import secrets
@@ -24,6 +25,16 @@ DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "mysql+aiomysql")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 JWT_ALGORITHMS = ("HS256", "RS256")
+# Where spans go ("" = tracing off); the OTLP endpoint is OTEL_EXPORTER_OTLP_ENDPOINT's.
+TRACING_EXPORTERS = ("", "otlp", "console")
+# What tracing imports (the `tracing` extra), checked only when it is on.
+TRACING_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.instrumentation.aiohttp_server",
+    "opentelemetry.instrumentation.sqlalchemy",
+    "opentelemetry.instrumentation.redis",
+)
+OTLP_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 MIN_SECRET_BYTES = 32
 # A deadline longer than this is no deadline: a request would look hung.
 MAX_TIMEOUT_SECONDS = 300
@@ -195,6 +206,13 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry spans for requests, SQL and Redis (bff/tracing.py); off when empty."""
+
+    exporter: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: str = "development"
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -211,6 +229,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     points: PointsSettings = field(default_factory=PointsSettings)
     redemption: RedemptionSettings = field(default_factory=RedemptionSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @property
     def is_development(self) -> bool:
@@ -253,6 +272,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_FREE_DENOMINATION_RULE": ("points", "free_denomination_rule"),
     "BFF_POINTS_STRENGTH_RULE": ("points", "strength_rule"),
     "BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": ("redemption", "lock_timeout_minutes"),
+    "BFF_OTEL_EXPORTER": ("tracing", "exporter"),
 }
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -269,6 +289,7 @@ SECTIONS: dict[str, type] = {
     "cache": CacheSettings,
     "points": PointsSettings,
     "redemption": RedemptionSettings,
+    "tracing": TracingSettings,
 }
 # Read outside the service, by the test suite and the bench: no warning for them.
 TOOLING_PREFIXES = ("BFF_TEST_", "BFF_BENCH_", "BFF_SCHEMATHESIS_")
@@ -422,6 +443,26 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"points.{name} must list whole yuan amounts from 1 to 100000")
     if settings.redemption.lock_timeout_minutes < 1:
         raise ConfigError("redemption.lock_timeout_minutes must be at least 1")
+    if settings.tracing.exporter not in TRACING_EXPORTERS:
+        raise ConfigError(
+            "tracing.exporter (BFF_OTEL_EXPORTER) must be empty (off), 'otlp' or 'console', "
+            f"got {settings.tracing.exporter!r}"
+        )
+    if settings.tracing.exporter:
+        needed = TRACING_MODULES + ((OTLP_MODULE,) if settings.tracing.exporter == "otlp" else ())
+        missing = [name for name in needed if not _importable(name)]
+        if missing:
+            raise ConfigError(
+                f"tracing.exporter (BFF_OTEL_EXPORTER) is {settings.tracing.exporter!r} but "
+                f"{missing[0]} is not installed: pip install 'coupon-bff[tracing]'"
+            )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def redact_url(url: str) -> str:

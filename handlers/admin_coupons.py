@@ -10,6 +10,7 @@ from aiohttp import web
 from bff.bodies import check_media_type, is_multipart
 from bff.coupons.wallet import CouponSchema
 from bff.errors import validation_failed
+from bff.idempotency import RETRY_CODES
 from bff.keys import CODES_SERVICE, GRANTS, WALLET
 from bff.routing import MERCHANT, Call, Routes, json_response, load, read_json
 from handlers.admin_templates import TEMPLATE_PATH
@@ -75,6 +76,7 @@ async def import_codes(call: Call) -> dict[str, Any]:
     reply=GrantReplySchema,
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    codes=RETRY_CODES,
     example={"user_ids": ["u1", "u2"], "request_id": "grant-2026-11-23"},
     description="JSON {user_ids, request_id}, or multipart with a file (one user id per line) "
     "and a request_id field. A result per user; idempotent by request_id.",
@@ -102,6 +104,7 @@ async def grant(call: Call) -> web.Response:
     auth=MERCHANT,
     reply=CouponSchema,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=("COUPON_NOT_USABLE",),
 )
 async def revoke_coupon(call: Call) -> dict[str, Any]:
     """Revoke (使失效) an unused coupon."""

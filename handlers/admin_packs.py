@@ -27,6 +27,7 @@ RULES = (
     reply=PackOutSchema,
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.CONFLICT,),
+    codes=("PACK_WINDOW_OVERLAP",),
     example={
         "kind": "new_member",
         "name": "新会员礼包",
@@ -66,6 +67,7 @@ async def get_pack(call: Call) -> dict[str, Any]:
     body=PackPatchSchema,
     reply=PackOutSchema,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=("PACK_WINDOW_OVERLAP",),
     example={"name": "双11会员礼包", "status": "ended"},
     description=RULES + " Contents are fixed once a member has claimed the pack.",
 )

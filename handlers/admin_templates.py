@@ -40,6 +40,7 @@ EXAMPLE_TEMPLATE = {
     body=TemplateInSchema,
     reply=TemplateOutSchema,
     status=HTTPStatus.CREATED,
+    codes=("LANDING_PAGES_IDENTICAL", "POLICY_VIOLATION"),
     example=EXAMPLE_TEMPLATE,
     description="400 LANDING_PAGES_IDENTICAL when claim_page and redeem_page are the same page.",
     changes_prices=True,
@@ -75,6 +76,7 @@ async def get_template(call: Call) -> dict[str, Any]:
     body=TemplatePatchSchema,
     reply=TemplateOutSchema,
     errors=NOT_FOUND,
+    codes=("LANDING_PAGES_IDENTICAL",),
     description=(
         "Changes name, description, cover_image, product_code, claim_page, redeem_page (at any "
         "time; null clears cover_image and product_code and resets claim_page to the shop's "

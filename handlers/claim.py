@@ -10,6 +10,7 @@ from aiohttp import web
 from bff.coupons.claims import ClaimContext
 from bff.coupons.risk import Device
 from bff.coupons.wallet import CouponReplySchema, WalletQuerySchema
+from bff.idempotency import RETRY_CODES
 from bff.keys import CLAIM_WIDGET, CLAIMS_SERVICE, WALLET
 from bff.routing import USER, USER_OR_ANONYMOUS, Call, Routes, json_response
 from widgets.claim.schemas import (
@@ -26,6 +27,20 @@ CLAIM_ERRORS = (
     HTTPStatus.NOT_FOUND,
     HTTPStatus.CONFLICT,
     HTTPStatus.TOO_MANY_REQUESTS,
+)
+# What a claim can be refused with, in DOMAIN.md's order (bff.coupons.rules.REFUSALS).
+CLAIM_CODES = (
+    "CLAIM_PAUSED",
+    "CLAIM_METHOD_NOT_ALLOWED",
+    "NOT_STARTED",
+    "CLAIM_ENDED",
+    "NOT_ELIGIBLE",
+    "RISK_REJECTED",
+    "LIMIT_REACHED",
+    "WALLET_FULL",
+    "SOLD_OUT",
+    "DAILY_SOLD_OUT",
+    *RETRY_CODES,
 )
 
 
@@ -53,6 +68,7 @@ async def claim_widget(call: Call) -> dict[str, Any]:
     reply=CouponReplySchema,
     status=HTTPStatus.CREATED,
     errors=CLAIM_ERRORS,
+    codes=CLAIM_CODES,
     example={"template_id": 1, "request_id": "9f1c2b7a-claim", "device": {"id": "d-123"}},
     description=(
         "Checks in order: NOT_FOUND, CLAIM_PAUSED, CLAIM_METHOD_NOT_ALLOWED, NOT_STARTED, "
@@ -77,6 +93,7 @@ async def claim(call: Call) -> web.Response:
     reply=CouponReplySchema,
     status=HTTPStatus.CREATED,
     errors=CLAIM_ERRORS,
+    codes=(*CLAIM_CODES, "ALREADY_CLAIMED"),
     example={"code": "SMS-2026-0001", "request_id": "r-code-1"},
 )
 async def claim_by_code(call: Call) -> web.Response:

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bff.idempotency import RETRY_CODES
 from bff.keys import MEMBERS, PACKS
 from bff.packs.schemas import (
     MemberCenterSchema,
@@ -68,6 +69,15 @@ async def member_center(call: Call) -> dict[str, Any]:
     reply=PackClaimReplySchema,
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=(
+        "NOT_ELIGIBLE",
+        "NOT_STARTED",
+        "CLAIM_ENDED",
+        "ALREADY_CLAIMED",
+        "WALLET_FULL",
+        "SOLD_OUT",
+        *RETRY_CODES,
+    ),
     example={"request_id": "pack-claim-1"},
     description=(
         "All or nothing: one coupon of each template plus the gift. Refusals: NOT_FOUND, "

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bff.idempotency import RETRY_CODES
 from bff.keys import EXCHANGE_OFFERS, POINTS, POINTS_EXCHANGE
 from bff.points.schemas import (
     ExchangePageSchema,
@@ -23,7 +24,7 @@ from bff.points.schemas import (
 )
 from bff.routing import MERCHANT, USER, Call, Routes, json_response
 from bff.schemas import ID_PATTERN
-from handlers.claim import CLAIM_ERRORS, claim_context
+from handlers.claim import CLAIM_CODES, CLAIM_ERRORS, claim_context
 
 routes = Routes(tag="points")
 OFFER_ID = "{offer_id:[0-9]{1,18}}"
@@ -44,6 +45,7 @@ async def exchange_page(call: Call) -> dict[str, Any]:
     reply=RedeemReplySchema,
     status=HTTPStatus.CREATED,
     errors=CLAIM_ERRORS,
+    codes=(*CLAIM_CODES, "INSUFFICIENT_POINTS"),
     example={"request_id": "x-7f3a"},
     description=(
         "Points deducted and the coupon issued in one transaction, or neither. Checks in order: "
@@ -79,6 +81,7 @@ async def my_points(call: Call) -> dict[str, Any]:
     body=PointsChangeInSchema,
     reply=PointsChangeReplySchema,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=("INSUFFICIENT_POINTS", *RETRY_CODES),
     example={"delta": 500, "reason": "购物奖励", "ref": "order:20261120-001", "request_id": "p-1"},
     description=(
         "Grant (positive delta) or deduct (negative) a member's points; the user must have "
@@ -116,6 +119,7 @@ async def member_points(call: Call) -> dict[str, Any]:
     reply=OfferSchema,
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.NOT_FOUND,),
+    codes=("POLICY_VIOLATION",),
     example={"template_id": 2, "points_cost": 300},
     description=(
         "The template must allow the points method and not have ended. The points policy is "

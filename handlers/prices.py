@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bff.idempotency import RETRY_CODES
 from bff.keys import AUTO_CLAIM, LIVE_PRICES, PRICES
 from bff.routing import (
     MERCHANT,
@@ -95,6 +96,7 @@ async def list_prices(call: Call) -> Any:
     body=CheckoutInSchema,
     reply=CheckoutReplySchema,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=("COUPON_NOT_USABLE",),
     description="Without coupon_ids the best combination of the user's coupons is chosen; "
     "a refused coupon is 409 COUPON_NOT_USABLE with details {coupon_id, reason}.",
 )
@@ -112,6 +114,7 @@ async def checkout_preview(call: Call) -> dict[str, Any]:
     body=AutoClaimInSchema,
     reply=AutoClaimReplySchema,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=RETRY_CODES,
 )
 async def auto_claim(call: Call) -> web.Response:
     """Claim the product's auto-claim coupons the user may still take (自动领券)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bff.idempotency import RETRY_CODES
 from bff.keys import REDEMPTIONS
 from bff.redemption.schemas import (
     CancelReplySchema,
@@ -28,6 +29,7 @@ ORDER = "/redemptions/{order_id:" + ID_PATTERN + "}"
     reply=RedemptionReplySchema,
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=("COUPON_NOT_USABLE", *RETRY_CODES),
     example={
         "order_id": "o-20261120-0001",
         "user_id": "u7",
@@ -54,6 +56,7 @@ async def lock(call: Call) -> web.Response:
     auth=SERVICE,
     reply=ConfirmReplySchema,
     errors=(HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    codes=("LOCK_EXPIRED", "ORDER_CANCELLED"),
     description="Locked -> used (the order is paid). Idempotent. 409 LOCK_EXPIRED when the "
     "lock lapsed first (its coupons were released), 409 ORDER_CANCELLED after a cancel.",
 )

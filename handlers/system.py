@@ -78,5 +78,16 @@ _DOCS_PAGE = resources.files("bff").joinpath("static/docs.html")
 
 @routes.get("/docs", auth=PUBLIC, offline=True, media_types=("text/html",))
 async def docs(call: Call) -> web.Response:
-    """The OpenAPI document rendered for people (no resource fetched from the internet)."""
+    """The OpenAPI document rendered for people, with try-it-out (nothing from the internet)."""
     return web.Response(body=_DOCS_PAGE.read_bytes(), content_type="text/html", charset="utf-8")
+
+
+_FAVICON = resources.files("bff").joinpath("static/favicon.svg").read_bytes()
+
+
+@routes.get("/favicon.ico", auth=PUBLIC, offline=True, media_types=("image/svg+xml",))
+async def favicon(call: Call) -> web.Response:
+    """The icon of /docs, where browsers also look for one on their own (an SVG)."""
+    return web.Response(
+        body=_FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+    )

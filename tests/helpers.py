@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -16,6 +19,7 @@ from sqlalchemy import event
 from bff.app import create_app
 from bff.clock import ManualClock
 from bff.keys import DB
+from bff.logs import JsonFormatter
 from config.loader import Settings
 from tests.conftest import expect, template_body
 
@@ -34,6 +38,26 @@ def statements(client: TestClient) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+@contextlib.contextmanager
+def json_log_lines(logger: str) -> Iterator[list[dict[str, Any]]]:
+    """The logger's records as the JSON lines bff writes, formatted as they are logged
+    (so the request id and trace id of the request being served are in them)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    target = logging.getLogger(logger)
+    level = target.level
+    target.addHandler(handler)
+    target.setLevel(logging.INFO)
+    lines: list[dict[str, Any]] = []
+    try:
+        yield lines
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(level)
+        lines.extend(json.loads(line) for line in stream.getvalue().splitlines() if line)
 
 
 async def two_instances(

@@ -98,6 +98,7 @@ def test_config_file_layers_over_defaults(tmp_path):
         ({"BFF_DATABASE_WRITE_TIMEOUT_SECONDS": "-1"}, "database.write_timeout_seconds"),
         ({"BFF_DATABASE_BULK_TIMEOUT_SECONDS": "1e9"}, "at most 300 seconds"),
         ({"BFF_REDIS_TIMEOUT_SECONDS": "soon"}, "redis.socket_timeout_seconds must be a number"),
+        ({"BFF_OTEL_EXPORTER": "jaeger"}, "tracing.exporter (BFF_OTEL_EXPORTER)"),
     ],
 )
 def test_bad_values_raise_one_clear_line(tmp_path, environ, fragment):

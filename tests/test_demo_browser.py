@@ -278,3 +278,97 @@ async def test_a_page_on_another_origin_calls_the_api_through_cors(
                 await steps.shot("refused-origin")
             finally:
                 await browser.close()
+async def test_docs_page_tries_an_operation_in_a_browser(
+    backend: str, settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/docs (issue 19 item 5): a stored token, Send and its reply, curl, full sidebar
+    paths, an int64 limit shown exactly, a favicon; nothing from the internet."""
+    executable = _chromium()
+    if async_playwright is None:
+        _missing("playwright is not installed (pip install -e '.[test]')")
+    async with demo_server(tmp_path / "server", backend) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(STEP_TIMEOUT_MS)
+            expect.set_options(timeout=STEP_TIMEOUT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            foreign: list[str] = []
+            page.on(
+                "request",
+                lambda request: (
+                    foreign.append(request.url)
+                    if not request.url.startswith((server.base_url, "data:"))
+                    else None
+                ),
+            )
+            missing: list[str] = []
+            page.on(
+                "response",
+                lambda response: (
+                    missing.append(response.url)
+                    if response.status == 404 and "/api/" not in response.url
+                    else None
+                ),
+            )
+            steps = Steps(page, f"{backend}-docs", capsys)
+            await _try_the_docs(page, steps, server)
+            assert errors == [], errors
+            assert foreign == [], foreign
+            assert missing == [], missing
+        finally:
+            await browser.close()
+
+
+async def _try_the_docs(page: Page, steps: Steps, server: DemoServer) -> None:
+    await page.goto(server.base_url + "/docs")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(page.locator('link[rel="icon"]')).to_have_attribute("href", "/favicon.ico")
+    icon = await page.request.get(server.base_url + "/favicon.ico")
+    assert icon.ok and icon.headers["content-type"] == "image/svg+xml"
+
+    # The sidebar shows every operation's whole path: none is cut off, so they differ.
+    sidebar = page.locator("#sidebar .ops a[href^='#op-']")
+    paths = await sidebar.locator(".p").all_inner_texts()
+    assert "/api/v1/shops/{shop_id}/admin/coupon-templates/{template_id}/codes/import" in paths
+    cut = await sidebar.evaluate_all(
+        "links => links.filter(a => a.scrollWidth > a.clientWidth + 1).map(a => a.title)"
+    )
+    assert cut == [], cut
+    # int64 limits exactly as the document says them, not rounded by JSON.parse.
+    await expect(page.locator("#schemas")).to_contain_text("max: 9223372036854775807")
+    assert "9223372036854776000" not in await page.locator("main").inner_text()
+
+    # The token is kept by the page (localStorage) across a reload.
+    await page.fill("#token", server.token)
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(page.locator("#token")).to_have_value(server.token)
+
+    # My coupons: prefilled with the demo shop, sent with the token; the reply is shown.
+    operation = page.locator("#op-my_coupons")
+    await operation.locator("> summary").click()
+    trial = operation.locator(".try")
+    await expect(trial.locator("input[name=shop_id]")).to_have_value("demo")
+    curl = trial.locator("pre.curl")
+    await expect(curl).to_contain_text(f"{server.base_url}/api/v1/shops/demo/me/coupons")
+    await expect(curl).to_contain_text(f"Authorization: Bearer {server.token}")
+    await trial.get_by_role("button", name="Send").click()
+    await expect(trial.locator(".reply [data-status]")).to_have_text("200")
+    await expect(trial.locator(".reply-headers")).to_contain_text("content-type: application/json")
+    await expect(trial.locator(".reply-body")).to_contain_text('"items"')
+    await operation.scroll_into_view_if_needed()
+    await steps.shot("docs-try-it-out")
+
+    # A refusal is shown as it came, in the error shape; the examples list its code.
+    claim = page.locator("#op-claim")
+    await claim.locator("> summary").click()
+    await expect(claim).to_contain_text("409 SOLD_OUT")
+    body = claim.locator(".try textarea[name=body]")
+    await body.fill('{"template_id": 999999, "request_id": "docs-try-1"}')
+    await claim.locator(".try").get_by_role("button", name="Send").click()
+    await expect(claim.locator(".reply [data-status]")).to_have_text("404")
+    await expect(claim.locator(".reply-body")).to_contain_text('"code": "NOT_FOUND"')
+    await claim.locator(".try").scroll_into_view_if_needed()
+    await steps.shot("docs-refusal")

@@ -14,8 +14,11 @@ import aiohttp
 import pytest
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
+from bff.coupons.rules import REFUSALS
+from bff.openapi import ERROR_CODES, statuses
+from handlers import all_endpoints
 from tests.conftest import expect, template_body
-from tests.helpers import new_request_id, put_product, shop_url, template_url
+from tests.helpers import claim, claim_ok, new_request_id, put_product, shop_url, template_url
 
 BASE = "/api/v1/shops/{shop_id}"
 # Routes that answer without the database or Redis: no 503.
@@ -25,6 +28,7 @@ OFFLINE = {
     "/metrics",
     "/api/v1/openapi.json",
     "/docs",
+    "/favicon.ico",
     "/demo",
     "/demo/config.json",
     "/demo/{asset}",
@@ -189,3 +193,54 @@ async def test_bounds_the_server_checks_are_in_the_document(doc, client, merchan
         headers=merchant,
     )
     await expect(over, HTTPStatus.BAD_REQUEST, "VALIDATION_FAILED")
+
+
+async def test_every_error_response_has_an_example_body_per_code_it_can_answer(doc):
+    """Issue 19 item 5: each error code an operation can answer, with a body in the shape."""
+    for path, method, operation in operations(doc):
+        for status, response in operation["responses"].items():
+            if not status.startswith(("4", "5")):
+                continue
+            where = f"{method.upper()} {path} {status}"
+            examples = resolve(doc, response)["content"]["application/json"]["examples"]
+            assert examples, where
+            for code, example in examples.items():
+                body = example["value"]
+                assert set(body) == {"error"} and set(body["error"]) == {
+                    "code",
+                    "message",
+                    "details",
+                }
+                assert body["error"]["code"] == code, where
+                assert ERROR_CODES[code][0] == int(status), where
+    claim = doc["paths"][BASE + "/coupons/claim"]["post"]["responses"]
+    assert {"SOLD_OUT", "LIMIT_REACHED", "IDEMPOTENCY_CONFLICT"} <= set(
+        claim["409"]["content"]["application/json"]["examples"]
+    )
+    assert {"FORBIDDEN", "NOT_ELIGIBLE", "RISK_REJECTED"} <= set(
+        claim["403"]["content"]["application/json"]["examples"]
+    )
+    assert "LOCK_EXPIRED" in str(doc["paths"][BASE + "/redemptions/{order_id}/confirm"])
+
+
+def test_every_declared_code_and_claim_refusal_has_its_status_in_the_table():
+    for endpoint in all_endpoints():
+        assert set(endpoint.codes) <= set(ERROR_CODES), endpoint.path
+        if HTTPStatus.CONFLICT in statuses(endpoint):
+            assert any(ERROR_CODES[c][0] == HTTPStatus.CONFLICT for c in endpoint.codes), (
+                f"{endpoint.method} {endpoint.path} answers 409: name its codes"
+            )
+    for code, (status, message) in REFUSALS.items():
+        assert ERROR_CODES[code][0] == status, code
+        # NOT_FOUND is every resource's: its example says "resource", not "coupon template".
+        assert code == "NOT_FOUND" or ERROR_CODES[code][1] == message, code
+
+
+async def test_the_documented_example_is_what_the_server_answers(doc, client, make_template, auth):
+    template = await make_template(stock={"type": "limited", "total": 1})
+    await claim_ok(client, auth("user", sub="u1"), template["id"], device={"id": "d1"})
+    refused = await claim(client, auth("user", sub="u2"), template["id"], device={"id": "d2"})
+    body = await expect(refused, HTTPStatus.CONFLICT, "SOLD_OUT")
+    examples = doc["paths"][BASE + "/coupons/claim"]["post"]["responses"]["409"]["content"]
+    documented = examples["application/json"]["examples"]["SOLD_OUT"]["value"]
+    assert body["error"]["message"] == documented["error"]["message"]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
-import json
-import logging
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -17,7 +14,6 @@ from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from bff.keys import ENDPOINTS
-from bff.logs import JsonFormatter
 from config.loader import DatabaseSettings, RedisSettings
 from tests.conftest import (
     MYSQL_URL,
@@ -27,6 +23,7 @@ from tests.conftest import (
     mariadb_settings,
     template_body,
 )
+from tests.helpers import json_log_lines
 from tests.proxy import TcpProxy
 
 ADMIN = "/api/v1/shops/s1/admin/coupon-templates"
@@ -93,19 +90,11 @@ async def test_request_id_is_echoed_or_made(client):
 
 
 async def test_access_log_is_json_lines_with_the_request_id(aiohttp_client, make_app, settings):
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    access = logging.getLogger("bff.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    try:
-        server = dataclasses.replace(settings.server, access_log=True)
-        client = await aiohttp_client(make_app(settings=settings.replace(server=server)))
+    server = dataclasses.replace(settings.server, access_log=True)
+    client = await aiohttp_client(make_app(settings=settings.replace(server=server)))
+    with json_log_lines("bff.access") as lines:
         await client.get("/api/v1/nope", headers={"X-Request-Id": "log-me-1"})
-    finally:
-        access.removeHandler(handler)
-    line = json.loads(stream.getvalue().splitlines()[-1])
+    line = lines[-1]
     assert line["request_id"] == "log-me-1"
     assert line["status"] == 404 and line["logger"] == "bff.access"
 
@@ -141,6 +130,12 @@ async def test_docs_page_is_self_contained(client):
     assert "/api/v1/openapi.json" in html
     for external in ('src="http', "src='http", 'href="http', "@import", "cdn."):
         assert external not in html
+    # Its icon (an SVG) is served by this server, where browsers look for one anyway.
+    assert '<link rel="icon" type="image/svg+xml" href="/favicon.ico">' in html
+    icon = await client.get("/favicon.ico")
+    assert icon.status == HTTPStatus.OK
+    assert icon.content_type == "image/svg+xml"
+    assert (await icon.read()).startswith(b"<svg")
 
 
 @pytest.fixture

@@ -140,7 +140,10 @@ class AutoClaimReplySchema(Schema):
 
 
 class LivePricesQuerySchema(Schema):
-    product_ids = fields.String(required=True, metadata={"description": "comma list, at most 100"})
+    product_ids = fields.String(
+        required=True,
+        metadata={"description": "comma list, at most 100", "example": "cup-1,tea-1"},
+    )
 
     @validates_schema
     def ids(self, data: dict[str, Any], **_: Any) -> None:

@@ -223,3 +223,54 @@ async def test_redis_down_at_start_serves_not_ready_then_recovers(
     await expect(await client.get("/readyz"), HTTPStatus.OK)
     response = await client.post("/api/v1/shops/s1/coupons/claim", json=claim, headers=shopper)
     await expect(response, HTTPStatus.CREATED)
+
+
+async def test_connections_closed_by_the_server_while_idle_are_replaced(aiohttp_client, tmp_path):
+    """MariaDB closed the pooled connections (wait_timeout, a restart, KILL): the ones
+    idle past PING_AFTER_IDLE_SECONDS are pinged at checkout, found dead and replaced,
+    so the next requests are answered, not 503 (bff.db.engine._ping_idle)."""
+    import pymysql
+
+    from bff.db.engine import PING_AFTER_IDLE_SECONDS
+
+    settings = await mariadb_settings(base_settings())
+    url = urlsplit(MYSQL_URL.replace("mysql+aiomysql", "mysql"))
+    database = url.path.lstrip("/")
+
+    def sessions() -> set[int]:
+        admin = pymysql.connect(host=url.hostname, port=url.port or 3306, user=url.username)
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(
+                    "SELECT id FROM information_schema.processlist WHERE db = %s"
+                    " AND id <> CONNECTION_ID()",
+                    (database,),
+                )
+                return {row[0] for row in cursor.fetchall()}
+        finally:
+            admin.close()
+
+    def kill(ids: set[int]) -> None:
+        admin = pymysql.connect(host=url.hostname, port=url.port or 3306, user=url.username)
+        try:
+            with admin.cursor() as cursor:
+                for session in ids:
+                    cursor.execute(f"KILL CONNECTION {int(session)}")
+        finally:
+            admin.close()
+
+    before = await asyncio.to_thread(sessions)
+    clock = ManualClock()
+    client = await aiohttp_client(create_app(settings, clock=clock, base_dir=tmp_path))
+    token, _ = TokenCodec(settings.jwt, clock).mint("m1", Role.MERCHANT, "s1")
+    merchant = {"Authorization": f"Bearer {token}"}
+    # Several connections in the pool: concurrent reads.
+    replies = await asyncio.gather(*(client.get(ADMIN, headers=merchant) for _ in range(6)))
+    assert all(reply.status == HTTPStatus.OK for reply in replies)
+    pooled = await asyncio.to_thread(sessions) - before
+    assert pooled
+    await asyncio.to_thread(kill, pooled)
+    await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.3)
+    replies = await asyncio.gather(*(client.get(ADMIN, headers=merchant) for _ in range(6)))
+    assert [reply.status for reply in replies] == [HTTPStatus.OK] * 6
+    await expect(await client.get("/readyz"), HTTPStatus.OK)

@@ -2,8 +2,11 @@
 
 Choices that matter for speed and correctness:
 
-* MySQL: ``pool_pre_ping`` and ``pool_recycle`` (MariaDB drops idle
-  connections after ``wait_timeout``). ``pool_reset_on_return=None``: every
+* MySQL: a ping at checkout for a connection idle in the pool for more than
+  ``PING_AFTER_IDLE_SECONDS`` (:func:`_ping_idle`), and ``pool_recycle`` (MariaDB
+  drops idle connections after ``wait_timeout``). ``pool_pre_ping`` would ping at
+  every checkout: a round trip per read or batch under load, for connections that
+  answered milliseconds ago. ``pool_reset_on_return=None``: every
   connection is used inside ``engine.begin()`` or ``engine.connect()``, whose
   close already commits or rolls back, so the pool's own ROLLBACK would be a
   second round trip per request for nothing.
@@ -35,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -201,12 +205,11 @@ def create_engine(settings: DatabaseSettings, *, base_dir: Path | None = None) -
         "init_command": "SET SESSION innodb_lock_wait_timeout = "
         + str(max(1, math.ceil(settings.write_timeout_seconds))),
     }
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_recycle=settings.pool_recycle_seconds,
-        pool_pre_ping=True,
         pool_reset_on_return=None,
         pool_timeout=settings.connect_timeout_seconds,
         connect_args=connect_args,
@@ -214,6 +217,44 @@ def create_engine(settings: DatabaseSettings, *, base_dir: Path | None = None) -
         # Statement parameters carry codes and user ids: keep them out of logs and errors.
         hide_parameters=True,
     )
+    _ping_idle(engine)
+    return engine
+
+
+# A pooled connection idle for longer is pinged before use: one that answered this
+# recently is reused as is. (Under load connections come back within milliseconds; a
+# server restart or a network cut lasts longer than this, so the connections it left
+# behind have been idle longer and are pinged, found dead and replaced.)
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_idle(engine: AsyncEngine) -> None:
+    """``pool_pre_ping`` for connections idle over ``PING_AFTER_IDLE_SECONDS`` only.
+
+    The pool's checkout event (SQLAlchemy's documented hook for a custom pre-ping): a
+    ping that finds the connection dead raises ``DisconnectionError``, and the pool
+    discards it and checks out another (a new connection is not pinged).
+    """
+    sync = engine.sync_engine
+    dialect = sync.dialect
+
+    def stamp(dbapi_connection: Any, record: Any, *_: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise sqlalchemy.exc.DisconnectionError("idle connection was closed") from exc
+            raise
+
+    event.listen(sync.pool, "connect", stamp)
+    event.listen(sync.pool, "checkin", stamp)
+    event.listen(sync.pool, "checkout", checkout)
 
 
 def _sqlite_engine(settings: DatabaseSettings, url: Any, base_dir: Path) -> AsyncEngine:

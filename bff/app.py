@@ -70,7 +70,7 @@ from bff.keys import (
 from bff.members import MemberService
 from bff.metrics import Metrics
 from bff.middlewares import observe_middleware
-from bff.openapi import render_openapi
+from bff.openapi import OpenApiDocument
 from bff.packs.service import PackService
 from bff.points.exchange import ExchangeService
 from bff.points.ledger import PointsService
@@ -107,7 +107,7 @@ def create_app(
     app[IDENTITY] = build_identity_provider(settings)
     endpoints = all_endpoints()
     app[ENDPOINTS] = endpoints
-    app[OPENAPI] = render_openapi(endpoints)
+    app[OPENAPI] = OpenApiDocument(endpoints, clock)
     add_routes(app, endpoints)
     app.cleanup_ctx.append(_database_ctx(base_dir))
     app.cleanup_ctx.append(_gate_ctx)

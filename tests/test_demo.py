@@ -33,7 +33,7 @@ from bff.demo.seed import (
     seed,
 )
 from bff.keys import DB, ENDPOINTS
-from bff.openapi_examples import REPLY_EXAMPLES, REQUEST_EXAMPLES
+from bff.openapi_examples import REPLY_EXAMPLES, REQUEST_EXAMPLES, resolve
 from config.loader import IdentitySettings, Settings
 from handlers.demo import assets
 from tests.conftest import expect
@@ -352,18 +352,18 @@ def test_demo_mode_turns_on_dev_sign_in_only_when_no_provider_is_configured():
 
 
 # --- /docs -----------------------------------------------------------------------------------
-async def test_docs_show_the_main_flows_with_examples_that_match_the_schemas(client):
+async def test_docs_show_the_main_flows_with_examples_that_match_the_schemas(client, clock):
     doc = await expect(await client.get("/api/v1/openapi.json"), HTTPStatus.OK)
     assert "# Main flows" in doc["info"]["description"]
     endpoints = {endpoint.handler.__name__: endpoint for endpoint in client.app[ENDPOINTS]}
-    for name, example in REPLY_EXAMPLES.items():
+    for name, example in resolve(REPLY_EXAMPLES, clock.now()).items():
         endpoint = endpoints[name]
         assert endpoint.reply is not None, name
         assert endpoint.reply().validate(example) == {}, name
         operation = doc["paths"][endpoint.openapi_path][endpoint.method.lower()]
         ok = operation["responses"][str(int(endpoint.status))]
         assert ok["content"]["application/json"]["example"] == example, name
-    for name, example in REQUEST_EXAMPLES.items():
+    for name, example in resolve(REQUEST_EXAMPLES, clock.now()).items():
         endpoint = endpoints[name]
         assert endpoint.body is not None and endpoint.body().validate(example) == {}, name
         operation = doc["paths"][endpoint.openapi_path][endpoint.method.lower()]

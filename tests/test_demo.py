@@ -34,7 +34,7 @@ from bff.demo.seed import (
 )
 from bff.keys import DB, ENDPOINTS
 from bff.openapi_examples import REPLY_EXAMPLES, REQUEST_EXAMPLES, resolve
-from config.loader import IdentitySettings, Settings
+from config.loader import IdentitySettings, Settings, ShopSettings
 from handlers.demo import assets
 from tests.conftest import expect
 from tests.demo_server import REPO, demo_env, demo_server, free_port
@@ -300,10 +300,14 @@ async def test_the_page_config_names_the_demo_shop_and_sign_in(
     assert config["shop_id"] == SHOP and config["product_ids"] == list(PRODUCT_IDS)
     assert config["live_room_id"] == LIVE_ROOM and config["code_hint"] == "DEMO-0001"
     assert config["dev_sign_in"] is True
-    no_sign_in = settings.replace(identity=IdentitySettings(provider="none"))
+    # The page shows times in the shop's zone (issue 19), whatever the browser's is.
+    assert config["shop_timezone"] == "Asia/Shanghai"
+    no_sign_in = settings.replace(
+        identity=IdentitySettings(provider="none"), shop=ShopSettings(timezone="Europe/Berlin")
+    )
     other = await aiohttp_client(make_app(settings=no_sign_in))
     config = await expect(await other.get("/demo/config.json"), HTTPStatus.OK)
-    assert config["dev_sign_in"] is False
+    assert config["dev_sign_in"] is False and config["shop_timezone"] == "Europe/Berlin"
 
 
 # --- python run.py --demo --------------------------------------------------------------------

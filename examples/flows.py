@@ -124,7 +124,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self.tokens[token]}"
         if upload is not None:
             name, lines = upload
-            print(f"printf '{''.join(line + chr(92) + 'n' for line in lines)}' > {name}")
+            print(f"printf '%s\\n' {shlex.join(lines)} > {name}")
             data, headers["Content-Type"] = multipart("file", name, lines)
         elif body is not None:
             data = json.dumps(body).encode()
@@ -140,7 +140,11 @@ class Client:
             status, raw = error.code, error.read()
         except OSError as error:
             raise FlowError(f"{method} {self.base}{url_path}: {error}") from error
-        reply = json.loads(raw) if raw else None
+        try:
+            reply = json.loads(raw) if raw else None
+        except ValueError as error:
+            print(f"# -> {status} {raw[:200]!r}")
+            raise FlowError(f"{method} {url_path} answered {status} without JSON") from error
         shown = "" if reply is None else " " + json.dumps(reply, ensure_ascii=False)
         print(f"# -> {status}{shown}\n")
         got = reply.get("error", {}).get("code") if isinstance(reply, dict) else None
@@ -426,7 +430,11 @@ def member_center(api: Client, ids: dict[str, int]) -> None:
             claim_methods=["gift_pack"],
         )
         created = api.call(
-            "POST", "/admin/coupon-templates", token="MERCHANT", body=body, expect=201
+            "POST",
+            "/admin/coupon-templates",
+            token="MERCHANT",
+            body=body,
+            expect=HTTPStatus.CREATED,
         )
         return int(created["id"])
 
@@ -526,7 +534,11 @@ def points(api: Client) -> None:
             per_user_limit=2,
         )
         created = api.call(
-            "POST", "/admin/coupon-templates", token="MERCHANT", body=body, expect=201
+            "POST",
+            "/admin/coupon-templates",
+            token="MERCHANT",
+            body=body,
+            expect=HTTPStatus.CREATED,
         )
         candidates.append(created["id"])
     weak, strong = candidates

@@ -12,9 +12,12 @@ import asyncio
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import IN_CI
 from tests.demo_server import REPO, demo_env, free_port, run_command, stop, wait_until_ready
 
 FLOWS = REPO / "examples" / "flows.py"
@@ -26,16 +29,22 @@ DATE_LINE = re.compile(r"^(\w+)=\S+  # (\$\(date .*\))$", re.MULTILINE)
 
 async def run_flows(workdir: Path, backend: str) -> subprocess.CompletedProcess[str]:
     """Serve on a spare port from ``workdir``, run the flows against it, stop the server."""
+    return await run_against_server(workdir, backend, lambda base: [str(FLOWS), "--base", base])
+
+
+async def run_against_server(
+    workdir: Path, backend: str, command: Callable[[str], list[str]], program: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
+    """Serve on a spare port from ``workdir``; run ``program *command(base_url)`` there."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test's own tmp dir
     port = free_port()
     env = demo_env(backend, port)
     process = run_command(workdir, env)
     try:
         await wait_until_ready(process, workdir / "server.log", port)
-        command = [sys.executable, str(FLOWS), "--base", f"http://127.0.0.1:{port}"]
         return await asyncio.to_thread(
             subprocess.run,
-            command,
+            [program, *command(f"http://127.0.0.1:{port}")],
             cwd=workdir,
             env=env,
             capture_output=True,
@@ -69,14 +78,56 @@ def readme_flows() -> str:
     return text.split(START, 1)[1].split(END, 1)[0]
 
 
-def in_order(quoted: list[str], ran: list[str]) -> Iterator[str]:
-    """Each quoted command not found in ``ran`` after the previous one's position."""
-    position = 0
+def positions(quoted: list[str], ran: list[str]) -> list[int | None]:
+    """Where each quoted command ran, each after the one before; None where it did not."""
+    found: list[int | None] = []
+    start = 0
     for command in quoted:
         try:
-            position = ran.index(command, position) + 1
+            at = ran.index(command, start)
         except ValueError:
-            yield command
+            found.append(None)
+            continue
+        found.append(at)
+        start = at + 1
+    return found
+
+
+def statuses(transcript: str) -> dict[int, str]:
+    """Command index -> the status the transcript printed after it (curl commands only)."""
+    found: dict[int, str] = {}
+    ran = commands(transcript)
+    replies = iter(re.findall(r"^# -> (\d{3})", transcript, re.MULTILINE))
+    for index, command in enumerate(ran):
+        if command.startswith("curl "):
+            found[index] = next(replies)
+    return found
+
+
+def readme_as_shell(base: str) -> str:
+    """The README's setup block and flow commands as one bash script against ``base``,
+    each curl printing only its status; the Python of this test mints the tokens."""
+    flows = readme_flows()
+    setup = flows[flows.index("BASE=http://127.0.0.1:8080") :].split("```", 1)[0]
+    setup = setup.replace("BASE=http://127.0.0.1:8080", f"BASE={base}")
+    setup = setup.replace(".venv/bin/python run.py", f"{sys.executable} {REPO / 'run.py'}")
+    lines = ["set -eu", setup]
+    for command in commands(flows):
+        lines.append(
+            command + (" -o /dev/null -w '%{http_code}\\n'" if command[:5] == "curl " else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def curl_with_json() -> bool:
+    """curl >= 7.82 (its --json), as the README's commands use."""
+    try:
+        help_text = subprocess.run(
+            ["curl", "--help", "all"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except OSError:
+        return False
+    return "--json" in help_text
 
 
 async def test_the_flows_run_on_a_live_server(backend, settings, tmp_path):
@@ -102,14 +153,33 @@ async def test_the_flows_run_on_a_live_server(backend, settings, tmp_path):
     assert len(curls) == out.count("# -> ") >= 40
 
 
-async def test_the_readme_quotes_the_flows_in_the_order_they_run(tmp_path):
+async def test_the_readme_quotes_the_flows_in_order_and_they_run_in_a_shell(tmp_path):
     """The README's flow commands are the script's, in its order (on a fresh database, so
-    the ids match), and it defines every date variable they use as the script does."""
+    the ids match), with every date variable defined as the script does; pasted into bash
+    on a fresh server they answer the statuses the script saw for them."""
     quoted = commands(readme_flows())
     assert len(quoted) >= 40, "the README's flow sections quote fewer commands than expected"
-    result = await run_flows(tmp_path / "clone", "embedded")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
-    assert list(in_order(quoted, commands(result.stdout))) == []
-    flows = readme_flows()
-    for name, expression in DATE_LINE.findall(result.stdout):
-        assert f"{name}={expression}" in flows, name
+    flows = await run_flows(tmp_path / "script", "embedded")
+    assert flows.returncode == 0, flows.stdout[-4000:] + flows.stderr
+    found = positions(quoted, commands(flows.stdout))
+    assert [command for command, at in zip(quoted, found, strict=True) if at is None] == []
+    for name, expression in DATE_LINE.findall(flows.stdout):
+        assert f"{name}={expression}" in readme_flows(), name
+
+    if not curl_with_json():
+        if IN_CI:
+            pytest.fail("curl with --json (7.82 or later) is needed for the README's commands")
+        pytest.skip("curl with --json (7.82 or later) is not installed")
+    status_of = statuses(flows.stdout)
+    wanted = [
+        status_of[at] for command, at in zip(quoted, found, strict=True) if command[:5] == "curl "
+    ]
+    script = tmp_path / "readme.sh"
+
+    def shell(base: str) -> list[str]:
+        script.write_text(readme_as_shell(base))
+        return [str(script)]
+
+    result = await run_against_server(tmp_path / "shell", "embedded", shell, program="bash")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == wanted, result.stderr

@@ -17,7 +17,8 @@ in the current directory: start the server from the same directory, or with the 
 ``BFF_JWT_SECRET``, so it accepts them. Every shop starts empty: on a database that
 already ran the flows, pass another ``--shop``.
 
-Only the standard library: copy the file anywhere.
+Only the standard library: copy the file anywhere (away from the repository, give the
+tokens or ``--mint-command``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 API = "/api/v1"
 # Shell lines wrap before this many characters, as in the README.
 WIDTH = 92
-# The users of the flows: the shopper who does everything, two more who get grants.
+# Whom minted tokens are for: the shopper who does everything, the merchant, the order system.
 SHOPPER_ID = "u1"
 MERCHANT_ID = "m1"
 SERVICE_ID = "orders"

@@ -9,6 +9,7 @@ with ``python run.py token`` in that same directory, as the README says.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
 
+from bff.auth import Role
 from tests.conftest import IN_CI
 from tests.demo_server import REPO, demo_env, free_port, run_command, stop, wait_until_ready
 
@@ -24,6 +27,7 @@ FLOWS = REPO / "examples" / "flows.py"
 README = REPO / "README.md"
 FLOWS_SECONDS = 120
 START, END = "<!-- flows:start -->", "<!-- flows:end -->"
+TOKEN_VARIABLES = ("MERCHANT", "SHOPPER", "SERVICE")
 DATE_LINE = re.compile(r"^(\w+)=\S+  # (\$\(date .*\))$", re.MULTILINE)
 
 
@@ -38,7 +42,8 @@ async def run_against_server(
     """Serve on a spare port from ``workdir``; run ``program *command(base_url)`` there."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test's own tmp dir
     port = free_port()
-    env = demo_env(backend, port)
+    # The tokens are minted, as the README says, never taken from the caller's shell.
+    env = {k: v for k, v in demo_env(backend, port).items() if k not in TOKEN_VARIABLES}
     process = run_command(workdir, env)
     try:
         await wait_until_ready(process, workdir / "server.log", port)
@@ -183,3 +188,43 @@ async def test_the_readme_quotes_the_flows_in_order_and_they_run_in_a_shell(tmp_
     result = await run_against_server(tmp_path / "shell", "embedded", shell, program="bash")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split() == wanted, result.stderr
+
+
+async def flows_against(client: TestClient, *args: str) -> tuple[int, str, str]:
+    """The script against the test app ``client`` serves; (exit code, stdout, stderr).
+    No token comes from the environment: only ``args`` give them."""
+    base = str(client.make_url("")).rstrip("/")
+    env = {key: value for key, value in os.environ.items() if key not in TOKEN_VARIABLES}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(FLOWS),
+        "--base",
+        base,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), FLOWS_SECONDS)
+    return int(process.returncode or 0), out.decode(), err.decode()
+
+
+async def test_an_unexpected_status_stops_the_flows_with_exit_1(client, tokens):
+    """A merchant token for another shop: the first step answers 403, not 201."""
+    minted = {
+        "--merchant-token": tokens.mint("m1", Role.MERCHANT, "another-shop")[0],
+        "--shopper-token": tokens.mint("u1", Role.USER)[0],
+        "--service-token": tokens.mint("orders", Role.SERVICE, "s1")[0],
+    }
+    code, out, err = await flows_against(
+        client, *[part for pair in minted.items() for part in pair]
+    )
+    assert code == 1, out + err
+    assert "# -> 403 " in out and "# all flows done" not in out
+    assert "flows failed: POST /api/v1/shops/s1/admin/coupon-templates answered 403" in err
+
+
+async def test_tokens_that_cannot_be_minted_stop_the_flows_with_exit_2(client):
+    code, out, err = await flows_against(client, "--mint-command", "false")
+    assert code == 2 and out == "", out + err
+    assert "cannot mint the MERCHANT token with false" in err

@@ -72,7 +72,7 @@ from bff.keys import (
 from bff.members import MemberService
 from bff.metrics import Metrics
 from bff.middlewares import observe_middleware
-from bff.openapi import render_openapi
+from bff.openapi import OpenApiDocument
 from bff.packs.service import PackService
 from bff.points.exchange import ExchangeService
 from bff.points.ledger import PointsService
@@ -126,7 +126,7 @@ def create_app(
     app[IDENTITY] = build_identity_provider(settings)
     endpoints = all_endpoints()
     app[ENDPOINTS] = endpoints
-    app[OPENAPI] = render_openapi(endpoints)
+    app[OPENAPI] = OpenApiDocument(endpoints, clock)
     add_routes(app, endpoints)
     if tracing is not None:
         app.cleanup_ctx.append(_tracing_ctx)
@@ -171,7 +171,7 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         gate = RedisGate.from_settings(settings.redis)
         where = redact_url(settings.redis.url)
         if app[TRACING] is not None:
-            app[TRACING].instrument_redis(gate.client)
+            app[TRACING].instrument_redis(gate)
     else:
         gate = MemoryGate(only_process=settings.server.workers == 1)
         where = "in-process"

@@ -64,8 +64,9 @@ def _sorted(value: Any) -> Any:
 RETRY_CODES = ("IDEMPOTENCY_CONFLICT", "REQUEST_IN_PROGRESS")
 
 
-def idempotency_conflict() -> ApiError:
-    return conflict("IDEMPOTENCY_CONFLICT", "this request_id was used with a different body")
+def idempotency_conflict(key_name: str = "request_id") -> ApiError:
+    """``key_name`` is the field the caller chose the key with (redemptions: ``order_id``)."""
+    return conflict("IDEMPOTENCY_CONFLICT", f"this {key_name} was used with a different body")
 
 
 Begin = Callable[[str, str, int], Awaitable[IdemState]]
@@ -80,8 +81,10 @@ async def run_once(
     ttl_seconds: int,
     begin: Begin | None = None,
     decided: Callable[[IdemState], Awaitable[Reply]] | None = None,
+    key_name: str = "request_id",
 ) -> Reply:
     """``work`` once for ``key``; its reply again (``replayed``) for every copy and retry.
+    Another body under ``key`` is IDEMPOTENCY_CONFLICT naming ``key_name``.
 
     ``begin`` replaces ``gate.idem_begin`` (a claim's :meth:`Gate.claim_begin`); a
     state it answers other than new, pending or done (``limited``, ``refused``) is
@@ -98,7 +101,7 @@ async def run_once(
                 raise RuntimeError(f"the gate answered {state.state!r} to a plain begin")
             return await decided(state)
         if state.body_hash is not None and state.body_hash != digest:
-            raise idempotency_conflict()
+            raise idempotency_conflict(key_name)
         if state.state == "done" and state.reply is not None:
             stored = jsonutil.loads(state.reply)
             return Reply(stored["s"], stored["b"], replayed=True)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bff.identity import IdentityProvider
     from bff.members import MemberService
     from bff.metrics import Metrics
+    from bff.openapi import OpenApiDocument
     from bff.packs.service import PackService
     from bff.points.exchange import ExchangeService
     from bff.points.ledger import PointsService
@@ -44,7 +45,7 @@ TOKENS: web.AppKey[TokenCodec] = web.AppKey("tokens")
 IDENTITY: web.AppKey[IdentityProvider] = web.AppKey("identity")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 ENDPOINTS: web.AppKey[list[Endpoint]] = web.AppKey("endpoints")
-OPENAPI: web.AppKey[bytes] = web.AppKey("openapi")
+OPENAPI: web.AppKey[OpenApiDocument] = web.AppKey("openapi")
 # None while tracing is off (bff.tracing).
 TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 TEMPLATES: web.AppKey[TemplateService] = web.AppKey("templates")

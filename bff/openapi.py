@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -11,8 +12,9 @@ from marshmallow import fields
 
 from bff import jsonutil
 from bff.bodies import MAX_DEPTH
+from bff.clock import Clock
 from bff.coupons.rules import REFUSALS
-from bff.openapi_examples import FLOWS, REPLY_EXAMPLES, REQUEST_EXAMPLES
+from bff.openapi_examples import FLOWS, REPLY_EXAMPLES, REQUEST_EXAMPLES, resolve
 from bff.protocol import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from bff.routing import Endpoint
 from bff.schemas import (
@@ -285,7 +287,10 @@ def _field_bounds(field: fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str, Any]:
+def build_openapi(
+    endpoints: list[Endpoint], *, now: datetime, version: str = "0.1.0"
+) -> dict[str, Any]:
+    """The document; the examples' times (``openapi_examples.At``) relative to ``now``."""
     plugin = MarshmallowPlugin(schema_name_resolver=lambda schema: _schema_name(schema))
     spec = APISpec(
         title="Coupon BFF",
@@ -319,11 +324,31 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
         spec.path(
             path=endpoint.openapi_path, operations={endpoint.method.lower(): _operation(endpoint)}
         )
-    return spec.to_dict()
+    document: dict[str, Any] = resolve(spec.to_dict(), now)
+    return document
 
 
-def render_openapi(endpoints: list[Endpoint]) -> bytes:
-    return jsonutil.dumps(build_openapi(endpoints))
+def render_openapi(endpoints: list[Endpoint], now: datetime) -> bytes:
+    return jsonutil.dumps(build_openapi(endpoints, now=now))
+
+
+class OpenApiDocument:
+    """The served document as bytes, rendered at start and again on the first request of
+    each new day (UTC), so its example dates stay relative to the day it is read."""
+
+    def __init__(self, endpoints: list[Endpoint], clock: Clock) -> None:
+        self.endpoints = endpoints
+        self.clock = clock
+        self._day: date | None = None
+        self._body = b""
+        self.body()  # a schema the document cannot describe fails the start, not a request
+
+    def body(self) -> bytes:
+        now = self.clock.now()
+        if now.date() != self._day:
+            self._body = render_openapi(self.endpoints, now)
+            self._day = now.date()
+        return self._body
 
 
 def _schema_name(schema: Any) -> str:

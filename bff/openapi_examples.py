@@ -4,11 +4,52 @@ The replies were taken from the demo shop (``python run.py --demo``), so they sh
 the numbers a newcomer sees there. They are keyed by operationId (the handler's
 name) and added to the success response of that operation; a test checks every
 one names a registered endpoint and passes its reply schema, so they cannot drift.
+
+Their times are :class:`At` offsets, made into instants when the document is rendered
+(``bff.openapi.OpenApiDocument``, again each day), so a claim window in an example is
+open on the day a reader tries it rather than on the day it was written.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
+
+
+@dataclass(frozen=True)
+class At:
+    """A time in an example: this far from the moment the document is rendered."""
+
+    offset: timedelta
+    # The UTC offset it is written with (+08:00 for a shop in China, as merchants type it).
+    utc_offset: timedelta = timedelta(0)
+
+    def render(self, now: datetime) -> str:
+        zone = timezone(self.utc_offset)
+        return (now + self.offset).astimezone(zone).replace(microsecond=0).isoformat()
+
+
+def resolve(value: Any, now: datetime) -> Any:
+    """``value`` with every :class:`At` in it made an ISO-8601 string relative to ``now``."""
+    if isinstance(value, At):
+        return value.render(now)
+    if isinstance(value, dict):
+        return {key: resolve(item, now) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [resolve(item, now) for item in value]
+    return value
+
+
+def days(n: float, utc_offset: timedelta = timedelta(0)) -> At:
+    return At(timedelta(days=n), utc_offset)
+
+
+def hours(n: float, utc_offset: timedelta = timedelta(0)) -> At:
+    return At(timedelta(hours=n), utc_offset)
+
+
+CHINA = timedelta(hours=8)
 
 FLOWS = "\n".join(
     (
@@ -59,7 +100,7 @@ FLOWS = "\n".join(
     )
 )
 
-_VALID = {"valid_from": "2026-11-23T15:11:10+00:00", "valid_to": "2026-11-30T15:11:10+00:00"}
+_VALID = {"valid_from": hours(0), "valid_to": days(7)}
 _WELCOME = {"type": "threshold", "amount_off": 5000, "threshold": 29900}
 _COUPON: dict[str, Any] = {
     "coupon_id": 3,
@@ -92,8 +133,8 @@ _PRICE: dict[str, Any] = {
 _MEMBER = {
     "user_id": "u1",
     "level": 0,
-    "first_joined_at": "2026-11-23T15:11:10+00:00",
-    "joined_at": "2026-11-23T15:11:10+00:00",
+    "first_joined_at": hours(0),
+    "joined_at": hours(0),
     "rejoined": False,
     "active": True,
 }
@@ -102,10 +143,10 @@ _PACK: dict[str, Any] = {
     "kind": "new_member",
     "name": "新会员礼包",
     "status": "active",
-    "starts_at": "2026-11-22T15:02:31+00:00",
-    "ends_at": "2026-12-23T15:02:31+00:00",
-    "popup_starts_at": "2026-11-22T15:02:31+00:00",
-    "popup_ends_at": "2026-12-23T15:02:31+00:00",
+    "starts_at": days(-1),
+    "ends_at": days(30),
+    "popup_starts_at": days(-1),
+    "popup_ends_at": days(30),
     "min_level": 0,
     "coupon_template_ids": [12, 13],
     "gift": {"template_id": 11, "quantity": 200, "given": 0},
@@ -143,7 +184,7 @@ _PACK: dict[str, Any] = {
 REPLY_EXAMPLES: dict[str, Any] = {
     "create_session": {
         "token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSJ9.signature",
-        "expires_at": "2026-11-23T17:11:09+00:00",
+        "expires_at": hours(2),
         "user_id": "u1",
     },
     "claim_widget": {
@@ -211,8 +252,8 @@ REPLY_EXAMPLES: dict[str, Any] = {
                 "product_id": "cup-1",
                 "list_price": 39900,
                 "exclusive_price": 29900,
-                "starts_at": "2026-11-23T14:02:31+00:00",
-                "ends_at": "2026-11-23T21:02:31+00:00",
+                "starts_at": hours(-1),
+                "ends_at": hours(6),
                 "status": "live",
             }
         ],

@@ -81,11 +81,28 @@ class Tracing:
         )
         EngineTracer(tracer, engine.sync_engine, usage)
 
-    def instrument_redis(self, client: Any) -> None:
-        """A CLIENT span per command or pipeline of this client (scripts included)."""
+    def instrument_redis(self, gate: Any) -> None:
+        """A CLIENT span per command or pipeline of this gate's client, and per pipeline of
+        scripts (which the gate writes on a pooled connection itself, past redis-py's
+        pipeline that the instrumentation wraps)."""
         from opentelemetry.instrumentation.redis import RedisInstrumentor
+        from opentelemetry.trace import SpanKind
 
-        RedisInstrumentor.instrument_client(client, tracer_provider=self.provider)
+        RedisInstrumentor.instrument_client(gate.client, tracer_provider=self.provider)
+        tracer = self.provider.get_tracer("bff.gate.redis")
+
+        def span(calls: int) -> Any:
+            return tracer.start_as_current_span(
+                "EVALSHA",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "db.system": "redis",
+                    "db.statement": f"EVALSHA x{calls}",
+                    "db.redis.pipeline_length": calls,
+                },
+            )
+
+        gate.trace_pipelines(span)
 
     def close(self) -> None:
         if self.owned:

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from typing import Any
 
 from bff.keys import PACKS
+from bff.openapi_examples import CHINA, days
 from bff.packs.schemas import PackInSchema, PackListQuerySchema, PackOutSchema, PackPatchSchema
 from bff.routing import MERCHANT, Call, Routes
 from bff.schemas import page_reply
@@ -31,8 +32,8 @@ RULES = (
     example={
         "kind": "new_member",
         "name": "新会员礼包",
-        "starts_at": "2026-11-01T00:00:00+08:00",
-        "ends_at": "2026-11-30T23:59:59+08:00",
+        "starts_at": days(-1, CHINA),
+        "ends_at": days(30, CHINA),
         "coupon_template_ids": [1, 2],
         "gift": {"template_id": 3, "quantity": 500},
     },

@@ -12,6 +12,7 @@ from bff.coupons.schemas import (
     TemplatePatchSchema,
 )
 from bff.keys import TEMPLATES
+from bff.openapi_examples import CHINA, days
 from bff.routing import MERCHANT, Call, Routes
 from bff.schemas import page_reply
 
@@ -24,8 +25,8 @@ EXAMPLE_TEMPLATE = {
     "description": "全店通用",
     "benefit": {"type": "threshold", "amount_off": 5000, "threshold": 29900},
     "scope": {"type": "shop"},
-    "claim_start": "2026-11-01T00:00:00+08:00",
-    "claim_end": "2026-11-30T23:59:59+08:00",
+    "claim_start": days(-1, CHINA),
+    "claim_end": days(30, CHINA),
     "validity": {"type": "relative", "effective_after_days": 0, "valid_days": 7},
     "stock": {"type": "limited", "total": 1000},
     "claim_methods": ["widget"],

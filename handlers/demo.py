@@ -23,7 +23,7 @@ from bff import jsonutil
 from bff.demo.seed import AUTO_CLAIM_PRODUCT, DEMO_SHOP, LIVE_ROOM, PRODUCT_IDS, demo_codes
 from bff.errors import not_found
 from bff.identity import DevIdentityProvider
-from bff.keys import IDENTITY
+from bff.keys import IDENTITY, SETTINGS
 from bff.routing import PUBLIC, Call, Routes
 
 routes = Routes(prefix="", tag="demo")
@@ -96,7 +96,8 @@ async def demo_page(call: Call) -> web.Response:
 
 @routes.get("/demo/config.json", auth=PUBLIC, offline=True, also=(HTTPStatus.NOT_MODIFIED,))
 async def demo_config(call: Call) -> web.Response:
-    """What the demo page needs to know: the demo shop and whether it may sign shoppers in."""
+    """What the demo page needs to know: the demo shop, its time zone and whether it may
+    sign shoppers in."""
     body = jsonutil.dumps(
         {
             "shop_id": DEMO_SHOP,
@@ -105,6 +106,8 @@ async def demo_config(call: Call) -> web.Response:
             "live_room_id": LIVE_ROOM,
             "code_hint": demo_codes()[0],
             "dev_sign_in": _dev_sign_in(call),
+            # The page shows times in the shop's zone, not the browser's.
+            "shop_timezone": call.app[SETTINGS].shop.timezone,
         }
     )
     file = StaticFile(body, "application/json", _etag(body))

@@ -70,7 +70,7 @@ async def metrics(call: Call) -> web.Response:
 @routes.get(API_PREFIX + "/openapi.json", auth=PUBLIC, offline=True)
 async def openapi(call: Call) -> web.Response:
     """The machine-readable contract, generated from the schemas that validate requests."""
-    return web.Response(body=call.app[OPENAPI], content_type="application/json")
+    return web.Response(body=call.app[OPENAPI].body(), content_type="application/json")
 
 
 _DOCS_PAGE = resources.files("bff").joinpath("static/docs.html")

@@ -54,9 +54,14 @@ def demo_env(backend: str, port: int, **extra: str) -> dict[str, str]:
 
 def run_demo_command(workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """``python run.py --demo`` in ``workdir``, its output going to ``workdir/server.log``."""
+    return run_command(workdir, env, "--demo")
+
+
+def run_command(workdir: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """``python run.py *args`` in ``workdir``, its output going to ``workdir/server.log``."""
     with (workdir / "server.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, str(REPO / "run.py"), "--demo"],
+            [sys.executable, str(REPO / "run.py"), *args],
             cwd=workdir,
             env=env,
             stdout=log,
@@ -91,19 +96,30 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 async def _wait_until_serving(process: subprocess.Popen[bytes], log: Path, port: int) -> DemoServer:
+    found = STOREFRONT.search(await wait_until_ready(process, log, port, STOREFRONT, "/healthz"))
+    assert found is not None  # wait_until_ready returns once the pattern is in the output
+    return DemoServer(found.group(1).removesuffix("/demo"), found.group(2), found.string)
+
+
+async def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    log: Path,
+    port: int,
+    printed: re.Pattern[str] | None = None,
+    path: str = "/readyz",
+) -> str:
+    """Wait until the server printed ``printed`` (if given) and ``path`` answers 200;
+    its output so far. A server that exits first fails the test with its output."""
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             output = log.read_text(errors="replace")  # noqa: ASYNC240 - a small local file
             if process.poll() is not None:
-                raise AssertionError(f"run.py --demo exited {process.returncode}:\n{output}")
-            found = STOREFRONT.search(output)
-            if found is not None:
+                raise AssertionError(f"run.py exited {process.returncode}:\n{output}")
+            if printed is None or printed.search(output) is not None:
                 with contextlib.suppress(aiohttp.ClientError):
-                    url = f"http://127.0.0.1:{port}/healthz"
-                    async with session.get(url) as response:
+                    async with session.get(f"http://127.0.0.1:{port}{path}") as response:
                         if response.status == 200:
-                            base_url = found.group(1).removesuffix("/demo")
-                            return DemoServer(base_url, found.group(2), output)
+                            return output
             await asyncio.sleep(0.2)
-    raise AssertionError(f"run.py --demo did not serve within {START_TIMEOUT_SECONDS:.0f} s")
+    raise AssertionError(f"run.py did not serve within {START_TIMEOUT_SECONDS:.0f} s")

@@ -33,8 +33,8 @@ from bff.demo.seed import (
     seed,
 )
 from bff.keys import DB, ENDPOINTS
-from bff.openapi_examples import REPLY_EXAMPLES, REQUEST_EXAMPLES
-from config.loader import IdentitySettings, Settings
+from bff.openapi_examples import REPLY_EXAMPLES, REQUEST_EXAMPLES, resolve
+from config.loader import IdentitySettings, Settings, ShopSettings
 from handlers.demo import assets
 from tests.conftest import expect
 from tests.demo_server import REPO, demo_env, demo_server, free_port
@@ -300,10 +300,14 @@ async def test_the_page_config_names_the_demo_shop_and_sign_in(
     assert config["shop_id"] == SHOP and config["product_ids"] == list(PRODUCT_IDS)
     assert config["live_room_id"] == LIVE_ROOM and config["code_hint"] == "DEMO-0001"
     assert config["dev_sign_in"] is True
-    no_sign_in = settings.replace(identity=IdentitySettings(provider="none"))
+    # The page shows times in the shop's zone (issue 19), whatever the browser's is.
+    assert config["shop_timezone"] == "Asia/Shanghai"
+    no_sign_in = settings.replace(
+        identity=IdentitySettings(provider="none"), shop=ShopSettings(timezone="Europe/Berlin")
+    )
     other = await aiohttp_client(make_app(settings=no_sign_in))
     config = await expect(await other.get("/demo/config.json"), HTTPStatus.OK)
-    assert config["dev_sign_in"] is False
+    assert config["dev_sign_in"] is False and config["shop_timezone"] == "Europe/Berlin"
 
 
 # --- python run.py --demo --------------------------------------------------------------------
@@ -352,18 +356,18 @@ def test_demo_mode_turns_on_dev_sign_in_only_when_no_provider_is_configured():
 
 
 # --- /docs -----------------------------------------------------------------------------------
-async def test_docs_show_the_main_flows_with_examples_that_match_the_schemas(client):
+async def test_docs_show_the_main_flows_with_examples_that_match_the_schemas(client, clock):
     doc = await expect(await client.get("/api/v1/openapi.json"), HTTPStatus.OK)
     assert "# Main flows" in doc["info"]["description"]
     endpoints = {endpoint.handler.__name__: endpoint for endpoint in client.app[ENDPOINTS]}
-    for name, example in REPLY_EXAMPLES.items():
+    for name, example in resolve(REPLY_EXAMPLES, clock.now()).items():
         endpoint = endpoints[name]
         assert endpoint.reply is not None, name
         assert endpoint.reply().validate(example) == {}, name
         operation = doc["paths"][endpoint.openapi_path][endpoint.method.lower()]
         ok = operation["responses"][str(int(endpoint.status))]
         assert ok["content"]["application/json"]["example"] == example, name
-    for name, example in REQUEST_EXAMPLES.items():
+    for name, example in resolve(REQUEST_EXAMPLES, clock.now()).items():
         endpoint = endpoints[name]
         assert endpoint.body is not None and endpoint.body().validate(example) == {}, name
         operation = doc["paths"][endpoint.openapi_path][endpoint.method.lower()]

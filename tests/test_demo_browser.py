@@ -15,8 +15,10 @@ import contextlib
 import re
 import shutil
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -27,6 +29,10 @@ from tests.demo_server import REPO, DemoServer, demo_server
 
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 STEP_TIMEOUT_MS = 15_000
+# The browser's zone differs from the shop's (Asia/Shanghai), so a time shown in the
+# browser's zone would fail the live-room check.
+BROWSER_TIMEZONE = "America/New_York"
+SHOP_TIMEZONE = ZoneInfo("Asia/Shanghai")
 
 
 def _chromium() -> str:
@@ -82,6 +88,12 @@ async def _claim_through_api(server: DemoServer, token: str, template_name: str)
             assert response.status == 201, await response.text()
 
 
+async def _live_start(server: DemoServer, product_id: str) -> datetime:
+    url = f"{server.base_url}/api/v1/shops/demo/live-rooms/room-1/prices?product_ids={product_id}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return datetime.fromisoformat((await response.json())["items"][0]["starts_at"])
+
+
 def _coupon(page: Page, section: str, name: str) -> Any:
     return page.locator(f"{section} li.coupon").filter(has_text=name)
 
@@ -96,7 +108,9 @@ async def test_storefront_in_a_browser(
     async with demo_server(tmp_path / "server", backend) as server, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, headless=True)
         try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page = await browser.new_page(
+                viewport={"width": 1280, "height": 900}, timezone_id=BROWSER_TIMEZONE
+            )
             page.set_default_timeout(STEP_TIMEOUT_MS)
             expect.set_options(timeout=STEP_TIMEOUT_MS)
             errors: list[str] = []
@@ -161,6 +175,9 @@ async def _walk_through(page: Page, steps: Steps, server: DemoServer) -> None:
     await page.fill("#code-input", "DEMO-0001")
     await page.click("#code-form button[type=submit]")
     await expect(page.locator("#toasts")).to_contain_text("Code accepted: 短信券 满99减10")
+    # One message at a time, in the top bar's status line: none piles up over a button.
+    await expect(page.locator("#toasts .toast")).to_have_count(1)
+    await expect(page.locator("header.topbar #toasts")).to_have_count(1)
     await expect(wallet).to_contain_text("短信券 满99减10")
     await steps.shot("errors-and-code")
 
@@ -170,18 +187,24 @@ async def _walk_through(page: Page, steps: Steps, server: DemoServer) -> None:
     popup = page.locator("#popup")
     await expect(popup).to_be_visible()
     await expect(popup.locator("#popup-title")).to_have_text("新会员礼包")
+    await expect(popup).to_contain_text("2 coupons and a gift inside")
     await steps.shot("member-popup")
     await page.click("#popup-claim")
     prizes = popup.locator("#popup-prizes .prize.revealed")
     await expect(prizes).to_have_count(3)
     await expect(popup).to_contain_text("赠品：帆布袋")
-    await expect(popup).to_contain_text("You got all 3!")
+    # The gift is not counted as a coupon, and nothing reads "1 coupons".
+    await expect(popup).to_contain_text("You got them all: 2 coupons and a gift.")
+    await expect(page.locator("#toasts")).to_contain_text(
+        "新会员礼包 claimed: 2 coupons and a gift added to My coupons."
+    )
     await page.wait_for_timeout(1200)  # let the reveal animation finish for the screenshot
     await steps.shot("gift-pack-revealed")
     await page.click("#popup-close")
     await expect(popup).to_be_hidden()
     pack = page.locator("#member li.pack").filter(has_text="新会员礼包")
     await expect(pack.get_by_role("button")).to_have_text("Claimed")
+    assert (await pack.inner_text()).count("新会员礼包") == 1  # the row names its pack once
     await expect(page.locator("#member-status")).to_contain_text("Member, level 0")
     await expect(wallet).to_contain_text("礼包券 满199减30")
     await expect(wallet).to_contain_text("from a gift pack")
@@ -200,6 +223,12 @@ async def _walk_through(page: Page, steps: Steps, server: DemoServer) -> None:
     live = page.locator("#live")
     await expect(live).to_contain_text("Live now")
     await expect(live).to_contain_text("¥299.00")
+    # Times in the shop's zone, not the browser's.
+    await expect(live.locator("#live-zone")).to_contain_text("Asia/Shanghai")
+    starts_at = await _live_start(server, "cup-1")
+    await expect(live).to_contain_text(
+        starts_at.astimezone(SHOP_TIMEZONE).strftime("%Y-%m-%d %H:%M")
+    )
     await live.get_by_role("button", name="Buy in the live room").click()
     await expect(page.locator("#final-price")).to_have_text("¥299.00")
     await expect(detail).to_contain_text("coupons do not apply")

@@ -6,7 +6,9 @@ route answers a status, by calling the route.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -244,3 +246,29 @@ async def test_the_documented_example_is_what_the_server_answers(doc, client, ma
     examples = doc["paths"][BASE + "/coupons/claim"]["post"]["responses"]["409"]["content"]
     documented = examples["application/json"]["examples"]["SOLD_OUT"]["value"]
     assert body["error"]["message"] == documented["error"]["message"]
+
+
+INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+async def test_example_times_are_relative_to_the_day_the_document_is_read(client, clock, auth):
+    """Issue 19: an example's claim window is open on the day it is read, not in Nov 2026."""
+    for _ in range(2):
+        doc = await expect(await client.get("/api/v1/openapi.json"), HTTPStatus.OK)
+        instants = [
+            datetime.fromisoformat(value)
+            for node in walk(doc)
+            for value in node.values()
+            if isinstance(value, str) and INSTANT.match(value)
+        ]
+        assert len(instants) >= 10
+        assert all(abs(instant - clock.now()) <= timedelta(days=31) for instant in instants)
+        operation = doc["paths"]["/api/v1/shops/{shop_id}/admin/coupon-templates"]["post"]
+        example = operation["requestBody"]["content"]["application/json"]["example"]
+        start, end = (datetime.fromisoformat(example[key]) for key in ("claim_start", "claim_end"))
+        assert start < clock.now() < end, example
+        created = await client.post(
+            shop_url("/admin/coupon-templates"), json=example, headers=auth("merchant", shop="s1")
+        )
+        assert (await expect(created, HTTPStatus.CREATED))["status"] == "active"
+        clock.advance(timedelta(days=45))

@@ -187,7 +187,8 @@ async def test_same_order_again_replays_the_first_reply(client, held, service, c
 async def test_same_order_with_another_body_conflicts(client, held, service):
     await redeem_ok(client, service, "o1", "u7", items(("p1", 1)), [held["coupon_id"]])
     response = await redeem(client, service, "o1", "u7", items(("p1", 2)), [held["coupon_id"]])
-    await expect(response, HTTPStatus.CONFLICT, "IDEMPOTENCY_CONFLICT")
+    body = await expect(response, HTTPStatus.CONFLICT, "IDEMPOTENCY_CONFLICT")
+    assert body["error"]["message"] == "this order_id was used with a different body"
     response = await redeem(client, service, "o1", "u8", items(("p1", 1)), [held["coupon_id"]])
     await expect(response, HTTPStatus.CONFLICT, "IDEMPOTENCY_CONFLICT")
 
@@ -209,7 +210,8 @@ async def test_replay_survives_the_gate_losing_its_keys(
     again = await expect(response, HTTPStatus.CREATED)
     assert again.pop("replayed") is True and again == first, again
     response = await redeem(other, service, "o1", "u7", items(("p1", 3)), [held["coupon_id"]])
-    await expect(response, HTTPStatus.CONFLICT, "IDEMPOTENCY_CONFLICT")
+    body = await expect(response, HTTPStatus.CONFLICT, "IDEMPOTENCY_CONFLICT")
+    assert "order_id" in body["error"]["message"], body
 
 
 async def test_twenty_copies_at_once_lock_once_with_one_reply(client, held, service, user):

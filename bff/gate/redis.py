@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +161,9 @@ class _Coalescer:
         self._pending: list[_Call] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # A context manager around each pipeline sent (a tracing span, bff.tracing), given
+        # the number of calls; None: nothing.
+        self.span: Callable[[int], AbstractContextManager[Any]] | None = None
 
     async def call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -217,6 +221,12 @@ class _Coalescer:
         connection the server closed while idle). A connection left mid-exchange is
         closed, never reused.
         """
+        if self.span is not None:
+            with self.span(len(calls)):
+                return await self._exchange(calls)
+        return await self._exchange(calls)
+
+    async def _exchange(self, calls: list[_Call]) -> list[Any]:
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
@@ -323,6 +333,10 @@ class RedisGate:
             health_check_interval=30,
         )
         return cls(aioredis.Redis(connection_pool=pool))
+
+    def trace_pipelines(self, span: Callable[[int], AbstractContextManager[Any]]) -> None:
+        """Run each script pipeline inside ``span(number of calls)`` (bff.tracing)."""
+        self._batch.span = span
 
     async def ping(self) -> None:
         await self.client.ping()

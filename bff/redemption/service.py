@@ -69,6 +69,8 @@ R = tables.redemptions
 RC = tables.redemption_coupons
 
 RETURNED = "returned"
+# The order id is the idempotency key: a conflict names it, not a request_id.
+ORDER_KEY = "order_id"
 
 
 def coupon_not_usable(coupon_id: int, reason: str) -> ApiError:
@@ -142,7 +144,9 @@ class RedemptionService:
                 return reply
 
         key = f"idem:{{{shop_id}:orders}}:{order_id}"
-        return await run_once(self.gate, key, digest, work, ttl_seconds=self.ttl)
+        return await run_once(
+            self.gate, key, digest, work, ttl_seconds=self.ttl, key_name=ORDER_KEY
+        )
 
     async def _lock(
         self,
@@ -239,7 +243,7 @@ class RedemptionService:
         if row is None:
             return None
         if row.body_hash != digest:
-            raise idempotency_conflict()
+            raise idempotency_conflict(ORDER_KEY)
         return Reply(HTTPStatus.CREATED, jsonutil.loads(row.reply), replayed=True)
 
     async def _first_refused(

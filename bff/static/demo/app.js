@@ -29,10 +29,37 @@
   // ---- formatting -------------------------------------------------------------
   const yuan = (cents) => '¥' + (cents / 100).toFixed(2);
   const shortYuan = (cents) => '¥' + (cents % 100 ? (cents / 100).toFixed(2) : String(cents / 100));
-  const pad = (n) => String(n).padStart(2, '0');
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : (many || one + 's')}`;
+  // Times read in the shop's time zone (shop.timezone, as /demo/config.json says), the
+  // zone its daily limits and live streams are planned in, whatever the browser's is.
+  let shopClock = null;
+  function shopFormat() {
+    if (shopClock) return shopClock;
+    const options = { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
+    try {
+      shopClock = new Intl.DateTimeFormat('en-CA', { ...options, timeZone: state.config.shop_timezone });
+    } catch (err) {  // a zone this browser does not know: its own, rather than nothing
+      shopClock = new Intl.DateTimeFormat('en-CA', options);
+    }
+    return shopClock;
+  }
+  function shopZone() {
+    const zone = shopFormat().resolvedOptions().timeZone;
+    let offset = '';
+    try {
+      const named = new Intl.DateTimeFormat('en-US', { timeZone: zone, timeZoneName: 'shortOffset' }).formatToParts(new Date());
+      offset = (named.find((p) => p.type === 'timeZoneName') || {}).value || '';
+    } catch (err) { /* older browsers: the zone's name alone */ }
+    return offset ? `${zone}, ${offset}` : zone;
+  }
   function when(iso) {
-    const d = new Date(iso);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    const parts = Object.fromEntries(shopFormat().formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}`;
+  }
+  // "2 coupons and a gift": a pack's gift is not one of its coupons.
+  function packContents(coupons, gifts) {
+    return [coupons ? plural(coupons, 'coupon') : '', gifts ? (gifts === 1 ? 'a gift' : plural(gifts, 'gift')) : '']
+      .filter(Boolean).join(' and ');
   }
   function productName(id) {
     const product = state.products.get(id);
@@ -183,12 +210,14 @@
   }
 
   // ---- feedback -------------------------------------------------------------------
+  // One message at a time, in the status line of the sticky top bar: a new one replaces
+  // the last, so messages never pile up over the page's buttons.
+  let toastTimer = null;
   function toast(text, kind) {
     const node = el('div', { class: 'toast ' + (kind || 'ok'), role: kind === 'error' ? 'alert' : 'status' }, text);
-    const box = $('#toasts');
-    box.append(node);
-    while (box.children.length > 4) box.firstChild.remove();
-    setTimeout(() => node.remove(), kind === 'error' ? 8000 : 5000);
+    $('#toasts').replaceChildren(node);
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => node.remove(), kind === 'error' ? 10000 : 6000);
   }
   const failed = (error, context) => toast(humanError(error, context), 'error');
   function banner(text) {
@@ -443,7 +472,7 @@
     try {
       const reply = await api('GET', shop(`/live-rooms/${encodeURIComponent(room)}/prices?product_ids=${state.config.product_ids.join(',')}`));
       if (!reply.items.length) { box.replaceChildren(el('p', { class: 'muted' }, 'No live prices in this room.')); return; }
-      box.replaceChildren(el('p', { class: 'muted' }, `Room ${reply.room_id}`), el('ul', { class: 'live' }, reply.items.map((item) => el('li', { class: 'live-card status-' + item.status },
+      box.replaceChildren(el('p', { class: 'muted', id: 'live-zone' }, `Room ${reply.room_id} · times in the shop's time zone (${shopZone()})`), el('ul', { class: 'live' }, reply.items.map((item) => el('li', { class: 'live-card status-' + item.status },
         el('span', { class: 'tag ' + (item.status === 'live' ? 'hot' : '') }, LIVE_LABELS[item.status] || item.status),
         el('strong', {}, productName(item.product_id)),
         el('span', {}, el('s', { class: 'muted' }, yuan(item.list_price)), ' ', el('span', { class: 'final' }, yuan(item.exclusive_price)), ' 直播专享价'),
@@ -466,7 +495,7 @@
     box.replaceChildren(
       member
         ? el('p', { id: 'member-status' }, el('strong', {}, `Member, level ${member.level}`), center.new_member ? el('span', { class: 'tag hot' }, 'New member') : '',
-          el('span', { class: 'muted' }, ` · joined ${when(member.joined_at)} · ${center.points} points`))
+          el('span', { class: 'muted' }, ` · joined ${when(member.joined_at)} · ${plural(center.points, 'point')}`))
         : el('p', { id: 'member-status' }, center.member ? 'You left the membership. Joining again is a rejoin: new-member gifts are for first joins only.' : 'Not a member yet: join to get the new-member gift pack.'),
       el('div', { class: 'actions' }, member
         ? el('button', { type: 'button', onclick: leave }, 'Leave membership')
@@ -474,7 +503,7 @@
       center.gift_packs.length ? el('h4', {}, 'Gift packs') : '',
       el('ul', { class: 'packs' }, center.gift_packs.map(({ pack, state: packState }) => el('li', { class: 'pack', dataset: { pack: pack.id, state: packState } },
         el('div', { class: 'body' },
-          el('strong', {}, pack.name, ' ', el('span', { class: 'muted' }, pack.kind === 'new_member' ? '新会员礼包' : `会员礼包 · level ${pack.min_level}+`)),
+          el('strong', {}, pack.name, ' ', el('span', { class: 'muted' }, pack.kind === 'new_member' ? 'New-member pack' : `Member pack · level ${pack.min_level}+`)),
           el('span', { class: 'muted' }, pack.benefits.map((b) => b.name).join(' + '))),
         el('button', { type: 'button', class: packState === 'claimable' ? 'primary' : '', disabled: packState !== 'claimable', onclick: () => showPopup(pack) }, PACK_LABELS[packState] || packState)))));
     if (center.popup) showPopup(center.popup);
@@ -502,8 +531,9 @@
     }
     state.popupPack = pack;
     const count = pack.benefits.length;
+    const gifts = pack.benefits.filter((b) => b.type === 'gift').length;
     $('#popup-title').textContent = pack.name;
-    $('#popup-text').textContent = `${count} ${count === 1 ? 'surprise' : 'surprises'} inside. Open the pack to reveal ${count === 1 ? 'it' : 'them'}: you get every one.`;
+    $('#popup-text').textContent = `${packContents(count - gifts, gifts)} inside. Open the pack to reveal ${count === 1 ? 'it' : 'them'}: you get ${count === 1 ? 'it' : 'every one'}.`;
     $('#popup-prizes').replaceChildren(...pack.benefits.map(() => el('li', { class: 'prize hidden-prize' }, el('span', { class: 'back' }, '?'))));
     show($('#popup-error'), false);
     const claimButton = $('#popup-claim');
@@ -531,10 +561,13 @@
         el('strong', {}, coupon.name),
         el('span', { class: 'muted' }, benefitText(coupon.benefit)))));
       document.querySelectorAll('#popup-prizes .prize').forEach((node, i) => { node.style.animationDelay = `${i * 0.35}s`; });
-      $('#popup-text').textContent = `You got all ${prizes.length}! They are in My coupons.`;
+      const contents = packContents(reply.coupons.length, reply.gift ? 1 : 0);
+      $('#popup-text').textContent = prizes.length === 1
+        ? `You got it: ${contents}. It is in My coupons.`
+        : `You got them all: ${contents}. They are in My coupons.`;
       show(button, false);
       $('#popup-close').textContent = 'Done';
-      toast(`${pack.name} claimed: ${prizes.length} coupons added.`);
+      toast(`${pack.name} claimed: ${contents} added to My coupons.`);
     } catch (error) {
       const node = $('#popup-error');
       node.textContent = humanError(error, 'pack');
@@ -560,7 +593,7 @@
       return;
     }
     box.replaceChildren(
-      el('p', {}, 'Balance: ', el('strong', { id: 'points-balance' }, `${page.balance} points`)),
+      el('p', {}, 'Balance: ', el('strong', { id: 'points-balance' }, plural(page.balance, 'point'))),
       page.member === false ? el('p', { class: 'muted' }, 'Join the membership to exchange points.') : '',
       page.offers.length ? '' : el('p', { class: 'muted' }, 'No offers right now.'),
       el('ul', { class: 'coupons' }, page.offers.map((offer) => {
@@ -570,16 +603,16 @@
           el('div', { class: 'body' },
             el('strong', { class: 'name' }, offer.template.name),
             el('span', {}, benefitText(offer.template.benefit)),
-            el('span', { class: 'muted' }, `${offer.points_cost} points`)),
+            el('span', { class: 'muted' }, plural(offer.points_cost, 'point'))),
           el('button', { type: 'button', class: available ? 'primary' : '', disabled: !available, onclick: () => redeem(offer) },
-            available ? `Exchange for ${offer.points_cost} points` : (OFFER_LABELS[offer.state] || offer.state)));
+            available ? `Exchange for ${plural(offer.points_cost, 'point')}` : (OFFER_LABELS[offer.state] || offer.state)));
       })));
   }
   async function redeem(offer) {
     try {
       const reply = await api('POST', shop(`/points-exchange/${offer.offer_id}/redeem`), { request_id: requestId('points'), device: device() });
       state.coupons.set(reply.coupon.coupon_id, reply.coupon);
-      toast(`Exchanged ${offer.points_cost} points for ${reply.coupon.name}. ${reply.balance} points left.`);
+      toast(`Exchanged ${plural(offer.points_cost, 'point')} for ${reply.coupon.name}. ${plural(reply.balance, 'point')} left.`);
     } catch (error) { failed(error, 'points'); }
     await Promise.all([renderPoints(), renderWallet(), renderMember(), refreshProduct()]);
   }

@@ -60,7 +60,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,6 +89,11 @@ T = tables.coupon_templates
 CODES = tables.coupon_codes
 DAILY = tables.template_daily
 X = tables.exclusive_takes
+
+# A coupon row as a SELECT would read it back: what the batch wrote, with its new id
+# (INSERT ... RETURNING returns only the ids; parsing every column of every new row
+# back from the driver cost more than the insert's own statement).
+IssuedCoupon = namedtuple("IssuedCoupon", [column.name for column in C.c])
 
 
 @dataclass
@@ -697,8 +702,9 @@ class Ledger:
         count = len(rows)
         if conn.dialect.insert_executemany_returning:
             # MariaDB >= 10.5 and SQLite >= 3.35: one INSERT ... RETURNING for the batch.
-            result = await conn.execute(C.insert().returning(*C.c), rows)
-            inserted = {row.request_key: row for row in result}
+            result = await conn.execute(C.insert().returning(C.c.request_key, C.c.id), rows)
+            ids: dict[str, int] = {key: coupon_id for key, coupon_id in result}
+            inserted = {row["request_key"]: _as_read(row, ids[row["request_key"]]) for row in rows}
         else:  # pragma: no cover - older servers read the rows back
             await conn.execute(C.insert(), rows)
             inserted = await self._existing(
@@ -784,6 +790,16 @@ def _facts(
             wallet += status in ("unused", "locked", "used") and valid_to > now
         facts[user] = ClaimFacts(wallet, held, keys)
     return facts
+
+
+def _as_read(row: dict[str, Any], coupon_id: int) -> IssuedCoupon:
+    """``row`` as the database returns it: datetimes in UTC (bff.db.types.UtcDateTime
+    keeps microseconds on both backends, so the instant is the same)."""
+    values = {
+        key: value.astimezone(UTC) if isinstance(value, datetime) else value
+        for key, value in row.items()
+    }
+    return IssuedCoupon(**{**values, "id": coupon_id})
 
 
 def _fail(batch: list[IssueRequest], exc: BaseException) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import HttpVersion11, web
 from marshmallow import Schema, ValidationError
 
-from bff import fastload, jsonutil
+from bff import fastdump, fastload, jsonutil
 from bff.auth import Claims, Role
 from bff.bodies import check_media_type, parse_json, query_of
 from bff.errors import error_response, forbidden, unauthenticated, validation_failed
@@ -265,7 +265,7 @@ def make_view(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
             return result
         if endpoint.status == HTTPStatus.NO_CONTENT:
             return web.Response(status=HTTPStatus.NO_CONTENT)
-        payload = reply_schema.dump(result) if reply_schema is not None else result
+        payload = fastdump.dump(reply_schema, result) if reply_schema is not None else result
         return json_response(payload, endpoint.status)
 
     view.__name__ = endpoint.handler.__name__

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from bff import fastdump
+
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -191,7 +193,8 @@ class Discriminated(fields.Field):
         if value is None:
             return None
         kind, schema = self._pick(value)
-        return {"type": kind, **schema.dump({k: v for k, v in value.items() if k != "type"})}
+        body = {k: v for k, v in value.items() if k != "type"}
+        return {"type": kind, **fastdump.dump(schema, body)}
 
 
 class ErrorBody(Schema):

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bff import fastdump
 from bff.idempotency import RETRY_CODES
 from bff.keys import MEMBERS, PACKS
 from bff.packs.schemas import (
@@ -39,7 +40,7 @@ async def join(call: Call) -> web.Response:
     """Join (入会) or rejoin."""
     reply = await call.app[PACKS].join(call.shop_id, call.user_id or "")
     status = HTTPStatus.CREATED if reply.created else HTTPStatus.OK
-    return json_response(_membership_reply.dump(reply.body), status)
+    return json_response(fastdump.dump(_membership_reply, reply.body), status)
 
 
 @routes.delete("/membership", auth=USER, status=HTTPStatus.NO_CONTENT)

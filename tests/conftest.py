@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bff import fastdump, fastload
 from bff.app import create_app
 from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
@@ -40,6 +41,11 @@ from config.loader import (
 
 # Shared helpers assert too; rewrite them like the test modules for the same failure reports.
 pytest.register_assert_rewrite("tests.helpers")
+
+# Every body the fast loader decides and every reply the fast dumper writes is done by
+# marshmallow as well, and must come out equal: each test through the API checks it.
+fastload.VERIFY = True
+fastdump.VERIFY = True
 
 MYSQL_URL = os.environ.get("BFF_TEST_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/bff_test")
 REDIS_URL = os.environ.get("BFF_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -11,6 +11,7 @@ decides their examples, or the property would hold of a loader that always defer
 from __future__ import annotations
 
 import string
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,11 +20,13 @@ from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError, fields, validate
 
 from bff import fastload
+from bff.openapi_examples import resolve
 from handlers import all_endpoints
 from widgets.claim.schemas import ClaimInSchema
 from widgets.coupon_price.schemas import CheckoutInSchema
 
 ENDPOINTS = all_endpoints()
+NOW = datetime.now(UTC)  # the examples' times are relative to the moment they are read
 SCHEMAS = sorted(
     {
         schema
@@ -119,7 +122,7 @@ SEEDS: dict[type[Schema], list[dict[str, Any]]] = {
 }
 for _endpoint in ENDPOINTS:
     if _endpoint.body is not None and _endpoint.example is not None and not _endpoint.multipart:
-        SEEDS.setdefault(_endpoint.body, []).append(dict(_endpoint.example))
+        SEEDS.setdefault(_endpoint.body, []).append(resolve(_endpoint.example, NOW))
 
 
 def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -213,7 +216,7 @@ def test_hot_routes_take_the_fast_path() -> None:
             continue
         instance = endpoint.body()
         loader = fastload.loader(instance)
-        example = dict(endpoint.example)
+        example = resolve(endpoint.example, NOW)
         if loader is not None and loader(example) is not fastload.DEFER:
             assert loader(example) == instance.load(example)
             decided.add(endpoint.body.__name__)

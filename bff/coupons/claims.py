@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bff import fastdump
 from bff.clock import Clock
 from bff.coupons.ledger import IssueRequest, IssueResult, Ledger
 from bff.coupons.risk import Device, RiskContext, RiskEngine
@@ -318,7 +319,7 @@ class ClaimService:
             raise result.refusal.error()
         return Reply(
             HTTPStatus.CREATED,
-            {"coupon": COUPON_SCHEMA.dump(self.wallet.view(result.coupon, template))},
+            {"coupon": fastdump.dump(COUPON_SCHEMA, self.wallet.view(result.coupon, template))},
             replayed=result.replayed,
         )
 

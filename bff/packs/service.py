@@ -29,6 +29,7 @@ import sqlalchemy.exc
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bff import fastdump
 from bff.clock import Clock
 from bff.coupons.ledger import IssueRequest, Ledger
 from bff.coupons.rules import Refusal, refuse
@@ -527,8 +528,8 @@ class PackService:
         return {
             "pack_id": pack_id,
             "presentation": "lottery",
-            "coupons": [COUPON_SCHEMA.dump(c) for c in coupons],
-            "gift": COUPON_SCHEMA.dump(gifts[0]) if gifts else None,
+            "coupons": [fastdump.dump(COUPON_SCHEMA, c) for c in coupons],
+            "gift": fastdump.dump(COUPON_SCHEMA, gifts[0]) if gifts else None,
         }
 
     async def _replay(

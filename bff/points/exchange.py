@@ -41,6 +41,7 @@ import sqlalchemy.exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bff import fastdump
 from bff.clock import Clock
 from bff.coupons.claims import ClaimContext, ClaimService
 from bff.coupons.ledger import IssueRequest, Ledger
@@ -244,7 +245,7 @@ class ExchangeService:
 
     def _body(self, coupon: Any, template: Any, balance: int) -> dict[str, Any]:
         return {
-            "coupon": COUPON_SCHEMA.dump(self.wallet.view(coupon, template)),
+            "coupon": fastdump.dump(COUPON_SCHEMA, self.wallet.view(coupon, template)),
             "balance": balance,
         }
 

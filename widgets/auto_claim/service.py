@@ -11,6 +11,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+from bff import fastdump
 from bff.coupons.claims import COUPON_SCHEMA, ClaimContext, ClaimService
 from bff.coupons.wallet import WalletService
 from bff.errors import ApiError
@@ -63,7 +64,7 @@ class AutoClaimService:
                     skipped.append({"template_id": template_id, "reason": result.refusal.code})
                 else:
                     view = self.wallet.view(result.coupon, template)
-                    claimed.append(COUPON_SCHEMA.dump(view))
+                    claimed.append(fastdump.dump(COUPON_SCHEMA, view))
             detail = await self.prices.product(
                 context.shop_id, context.user_id, product_id, 1, None
             )

@@ -208,9 +208,11 @@ def split_capped(
 
 
 # --- one combination ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Coupon:
-    """A candidate prepared for one set of lines."""
+    """A candidate prepared for one set of lines (never changed once made; not frozen,
+    which would cost a third of a microsecond per field on each of the ~30 made for a
+    product page)."""
 
     candidate: Candidate
     indexes: tuple[int, ...]

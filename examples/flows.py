@@ -154,6 +154,12 @@ class Client:
             raise FlowError(f"{method} {url_path} answered {status}, expected {wanted}")
         return reply
 
+    def create_template(self, name: str, **fields: Any) -> Any:
+        """The merchant creates :func:`template`'s body (dates from now); the reply."""
+        body = template(name, self.dates, **fields)
+        path = "/admin/coupon-templates"
+        return self.call("POST", path, token="MERCHANT", body=body, expect=HTTPStatus.CREATED)
+
     def curl(
         self,
         method: str,
@@ -247,21 +253,13 @@ def template(name: str, dates: Dates, **fields: Any) -> dict[str, Any]:
 # --- the flows, in the README's order ------------------------------------------------------------
 def merchant_templates(api: Client) -> dict[str, int]:
     """The merchant's templates, products and their read-backs; the ids by role."""
-    d = api.dates
     ids: dict[str, int] = {}
-    store = api.call(
-        "POST",
-        "/admin/coupon-templates",
-        token="MERCHANT",
-        expect=HTTPStatus.CREATED,
-        body=template(
-            "满299减50",
-            d,
-            description="全店通用",
-            benefit={"type": "threshold", "amount_off": 5000, "threshold": 29900},
-            stock={"type": "limited", "total": 1000},
-            claim_methods=["widget"],
-        ),
+    store = api.create_template(
+        "满299减50",
+        description="全店通用",
+        benefit={"type": "threshold", "amount_off": 5000, "threshold": 29900},
+        stock={"type": "limited", "total": 1000},
+        claim_methods=["widget"],
     )
     ids["store"] = store["id"]
     api.call("GET", f"/admin/coupon-templates/{store['id']}", token="MERCHANT")
@@ -272,46 +270,25 @@ def merchant_templates(api: Client) -> dict[str, int]:
         token="MERCHANT",
         body={"stock": {"type": "limited", "total": 1500}},
     )
-    ids["auto"] = api.call(
-        "POST",
-        "/admin/coupon-templates",
-        token="MERCHANT",
-        expect=HTTPStatus.CREATED,
-        body=template(
-            "保温杯进店立减20",
-            d,
-            benefit={"type": "no_threshold", "amount_off": 2000},
-            scope={"type": "products", "product_ids": ["cup-1"]},
-            stock={"type": "limited", "total": 1000},
-            claim_methods=["auto"],
-            stacking={"with_store_promotions": True, "with_other_coupons": True},
-        ),
+    ids["auto"] = api.create_template(
+        "保温杯进店立减20",
+        benefit={"type": "no_threshold", "amount_off": 2000},
+        scope={"type": "products", "product_ids": ["cup-1"]},
+        stock={"type": "limited", "total": 1000},
+        claim_methods=["auto"],
+        stacking={"with_store_promotions": True, "with_other_coupons": True},
     )["id"]
-    ids["sms"] = api.call(
-        "POST",
-        "/admin/coupon-templates",
-        token="MERCHANT",
-        expect=HTTPStatus.CREATED,
-        body=template(
-            "短信券 满99减10",
-            d,
-            benefit={"type": "threshold", "amount_off": 1000, "threshold": 9900},
-            codes={"type": "imported"},
-            claim_methods=["code"],
-        ),
+    ids["sms"] = api.create_template(
+        "短信券 满99减10",
+        benefit={"type": "threshold", "amount_off": 1000, "threshold": 9900},
+        codes={"type": "imported"},
+        claim_methods=["code"],
     )["id"]
-    ids["partner"] = api.call(
-        "POST",
-        "/admin/coupon-templates",
-        token="MERCHANT",
-        expect=HTTPStatus.CREATED,
-        body=template(
-            "合作渠道券 无门槛5元",
-            d,
-            benefit={"type": "no_threshold", "amount_off": 500},
-            codes={"type": "pregenerated", "count": 100},
-            claim_methods=["code"],
-        ),
+    ids["partner"] = api.create_template(
+        "合作渠道券 无门槛5元",
+        benefit={"type": "no_threshold", "amount_off": 500},
+        codes={"type": "pregenerated", "count": 100},
+        claim_methods=["code"],
     )["id"]
     api.call(
         "PUT",
@@ -423,35 +400,20 @@ def member_center(api: Client, ids: dict[str, int]) -> None:
     d = api.dates
 
     def pack_coupon(name: str, benefit: dict[str, Any]) -> int:
-        body = template(
+        created = api.create_template(
             name,
-            d,
             benefit=benefit,
             stock={"type": "limited", "total": 1000},
             claim_methods=["gift_pack"],
         )
-        created = api.call(
-            "POST",
-            "/admin/coupon-templates",
-            token="MERCHANT",
-            body=body,
-            expect=HTTPStatus.CREATED,
-        )
         return int(created["id"])
 
-    gift = api.call(
-        "POST",
-        "/admin/coupon-templates",
-        token="MERCHANT",
-        expect=HTTPStatus.CREATED,
-        body=template(
-            "赠品：帆布袋",
-            d,
-            description="新会员礼包赠品，1分钱带走",
-            benefit={"type": "gift", "product_id": "bag-1"},
-            stock={"type": "limited", "total": 500},
-            claim_methods=["gift_pack"],
-        ),
+    gift = api.create_template(
+        "赠品：帆布袋",
+        description="新会员礼包赠品，1分钱带走",
+        benefit={"type": "gift", "product_id": "bag-1"},
+        stock={"type": "limited", "total": 500},
+        claim_methods=["gift_pack"],
     )["id"]
     welcome = [
         pack_coupon(
@@ -522,24 +484,15 @@ def member_center(api: Client, ids: dict[str, int]) -> None:
 
 def points(api: Client) -> None:
     """The points policy at offer creation, points for the member, an exchange."""
-    d = api.dates
     candidates = []
     for amount in (5000, 5500):
-        body = template(
+        created = api.create_template(
             f"积分券 满299减{amount // 100}",
-            d,
             benefit={"type": "threshold", "amount_off": amount, "threshold": 29900},
             validity={"type": "relative", "effective_after_days": 0, "valid_days": 30},
             stock={"type": "limited", "total": 500},
             claim_methods=["points"],
             per_user_limit=2,
-        )
-        created = api.call(
-            "POST",
-            "/admin/coupon-templates",
-            token="MERCHANT",
-            body=body,
-            expect=HTTPStatus.CREATED,
         )
         candidates.append(created["id"])
     weak, strong = candidates

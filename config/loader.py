@@ -274,6 +274,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": ("redemption", "lock_timeout_minutes"),
     "BFF_OTEL_EXPORTER": ("tracing", "exporter"),
 }
+# "section.key" -> its BFF_* variable, so that an error names the variable to fix.
+SETTING_VARIABLES = {f"{section}.{key}": var for var, (section, key) in ENV_OVERRIDES.items()}
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "database": DatabaseSettings,
@@ -355,11 +357,10 @@ def validate(settings: Settings) -> None:
         "database.bulk_timeout_seconds": settings.database.bulk_timeout_seconds,
         "redis.socket_timeout_seconds": settings.redis.socket_timeout_seconds,
     }
-    variables = {f"{section}.{key}": var for var, (section, key) in ENV_OVERRIDES.items()}
     for name, value in deadlines.items():
         if not 0 < value <= MAX_TIMEOUT_SECONDS:
             raise ConfigError(
-                f"{name} ({variables[name]}) must be more than 0 and at most "
+                f"{_labelled(name)} must be more than 0 and at most "
                 f"{MAX_TIMEOUT_SECONDS} seconds, got {value}"
             )
     if settings.redis.url:
@@ -513,8 +514,14 @@ def _build_section(name: str, section_type: type, values: Mapping[str, Any]) -> 
         if key not in fields:
             raise ConfigError(f"unknown setting {name}.{key}")
         default = fields[key].default
-        kwargs[key] = _coerce(f"{name}.{key}", value, type(default))
+        kwargs[key] = _coerce(_labelled(f"{name}.{key}"), value, type(default))
     return section_type(**kwargs)
+
+
+def _labelled(name: str) -> str:
+    """``server.port (BFF_PORT)``: the setting and, when one overrides it, its variable."""
+    variable = SETTING_VARIABLES.get(name)
+    return f"{name} ({variable})" if variable else name
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:

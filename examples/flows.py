@@ -151,7 +151,11 @@ class Client:
         got = reply.get("error", {}).get("code") if isinstance(reply, dict) else None
         if status != expect or (code is not None and got != code):
             wanted = f"{int(expect)}" + (f" {code}" if code else "")
-            raise FlowError(f"{method} {url_path} answered {status}, expected {wanted}")
+            # The request ids are fixed, so a shop that already ran the flows refuses them.
+            rerun = "; this shop already ran the flows: pass another --shop" * (
+                got == "IDEMPOTENCY_CONFLICT" and code != got
+            )
+            raise FlowError(f"{method} {url_path} answered {status}, expected {wanted}{rerun}")
         return reply
 
     def create_template(self, name: str, **fields: Any) -> Any:

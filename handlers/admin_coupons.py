@@ -77,7 +77,7 @@ async def import_codes(call: Call) -> dict[str, Any]:
     status=HTTPStatus.CREATED,
     errors=(HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     codes=RETRY_CODES,
-    example={"user_ids": ["u1", "u2"], "request_id": "grant-2026-11-23"},
+    example={"user_ids": ["u1", "u2"], "request_id": "grant-batch-1"},
     description="JSON {user_ids, request_id}, or multipart with a file (one user id per line) "
     "and a request_id field. A result per user; idempotent by request_id.",
 )

@@ -82,7 +82,8 @@ def test_config_file_layers_over_defaults(tmp_path):
     ("environ", "fragment"),
     [
         ({"BFF_DATABASE_URL": "postgresql://x/y"}, "unknown scheme 'postgresql'"),
-        ({"BFF_PORT": "eighty"}, "server.port must be a number"),
+        ({"BFF_PORT": "eighty"}, "server.port (BFF_PORT) must be a number, got 'eighty'"),
+        ({"BFF_WORKERS": "abc"}, "server.workers (BFF_WORKERS) must be a number"),
         ({"BFF_PORT": "70000"}, "server.port (BFF_PORT) must be 1-65535"),
         ({"BFF_WORKERS": "0"}, "workers"),
         ({"BFF_REDIS_URL": "memcached://x"}, "unknown scheme 'memcached'"),
@@ -91,13 +92,17 @@ def test_config_file_layers_over_defaults(tmp_path):
         ({"BFF_JWT_ALGORITHM": "none"}, "jwt.algorithm"),
         ({"BFF_JWT_ALGORITHM": "RS256"}, "public_key_file"),
         ({"BFF_SHOP_TIMEZONE": "Mars/Olympus"}, "unknown time zone"),
-        ({"BFF_ACCESS_LOG": "maybe"}, "true or false"),
+        ({"BFF_ACCESS_LOG": "maybe"}, "server.access_log (BFF_ACCESS_LOG) must be true or false"),
+        ({"BFF_POINTS_DENOMINATIONS": "5,x"}, "(BFF_POINTS_DENOMINATIONS) must be a number"),
         ({"BFF_IDENTITY_PROVIDER": "ldap"}, "identity.provider"),
         ({"BFF_CONFIG": "/nonexistent.toml"}, "config file not found"),
         ({"BFF_DATABASE_READ_TIMEOUT_SECONDS": "0"}, "BFF_DATABASE_READ_TIMEOUT_SECONDS"),
         ({"BFF_DATABASE_WRITE_TIMEOUT_SECONDS": "-1"}, "database.write_timeout_seconds"),
         ({"BFF_DATABASE_BULK_TIMEOUT_SECONDS": "1e9"}, "at most 300 seconds"),
-        ({"BFF_REDIS_TIMEOUT_SECONDS": "soon"}, "redis.socket_timeout_seconds must be a number"),
+        (
+            {"BFF_REDIS_TIMEOUT_SECONDS": "soon"},
+            "redis.socket_timeout_seconds (BFF_REDIS_TIMEOUT_SECONDS) must be a number",
+        ),
         ({"BFF_OTEL_EXPORTER": "jaeger"}, "tracing.exporter (BFF_OTEL_EXPORTER)"),
     ],
 )
@@ -133,7 +138,7 @@ def test_run_py_stops_on_bad_config_with_one_line(tmp_path):
     result = _run([], {"BFF_PORT": "abc"}, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert result.stderr.startswith("config error: server.port")
+    assert result.stderr.startswith("config error: server.port (BFF_PORT) must be a number")
     assert "Traceback" not in result.stderr
 
 

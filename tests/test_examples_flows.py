@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -222,6 +223,19 @@ async def test_an_unexpected_status_stops_the_flows_with_exit_1(client, tokens):
     assert code == 1, out + err
     assert "# -> 403 " in out and "# all flows done" not in out
     assert "flows failed: POST /api/v1/shops/s1/admin/coupon-templates answered 403" in err
+
+
+async def test_a_second_run_on_the_same_shop_says_to_pass_another_shop(tmp_path):
+    """The request ids are fixed: run again on one shop, a claim's id comes with a new body."""
+
+    def twice(base: str) -> list[str]:
+        flows = shlex.join([sys.executable, str(FLOWS), "--base", base])
+        return ["-c", f"{flows} > /dev/null && {flows}"]
+
+    result = await run_against_server(tmp_path / "twice", "embedded", twice, program="bash")
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr
+    assert '"code": "IDEMPOTENCY_CONFLICT"' in result.stdout
+    assert result.stderr.strip().endswith("already ran the flows: pass another --shop")
 
 
 async def test_tokens_that_cannot_be_minted_stop_the_flows_with_exit_2(client):

@@ -11,6 +11,7 @@ checkout is importable: only what the wheel holds is there.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,3 +110,24 @@ def test_a_plain_install_has_the_console_script_and_python_m_bff(tmp_path):
         check=True,
     ).stdout.split()
     assert located[0].startswith(str(tmp_path / "venv")) and located[1] == "True", located
+
+
+def test_documented_installs_of_the_opentelemetry_extras_upgrade_pip_first():
+    """The test and tracing extras pin the OpenTelemetry packages to one release set, which
+    the pip of Python 3.11 (23.2) cannot resolve (``ResolutionImpossible``): every shell block
+    of the README and docs/ that makes a venv, or installs the tracing extra, upgrades pip
+    before it installs (issue 19: the README's setup command runs as written)."""
+    offending = []
+    for doc in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        for block in re.findall(r"```sh\n(.*?)```", doc.read_text(), re.S):
+            upgraded = False
+            for line in block.splitlines():
+                for command in re.split(r"&&|;", line.split("  #")[0]):
+                    if re.search(r"pip install (-U|--upgrade) pip\b", command):
+                        upgraded = True
+                    elif "-m venv" in command:
+                        upgraded = False  # a fresh venv has the interpreter's own pip
+                    elif re.search(r"pip install .*\.\[[^\]]*(test|tracing)", command):
+                        if not upgraded and ("-m venv" in line or "tracing" in command):
+                            offending.append(f"{doc.name}: {line.strip()}")
+    assert offending == [], offending

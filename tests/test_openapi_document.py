@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -249,6 +249,7 @@ async def test_the_documented_example_is_what_the_server_answers(doc, client, ma
 
 
 INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+DAY = re.compile(r"\b(20\d{2}-\d{2}-\d{2})\b")
 
 
 async def test_example_times_are_relative_to_the_day_the_document_is_read(client, clock, auth):
@@ -263,6 +264,16 @@ async def test_example_times_are_relative_to_the_day_the_document_is_read(client
         ]
         assert len(instants) >= 10
         assert all(abs(instant - clock.now()) <= timedelta(days=31) for instant in instants)
+        # No fixed day inside another string either (a request_id such as "grant-2026-11-23").
+        days = {
+            day
+            for node in walk(doc)
+            for value in node.values()
+            if isinstance(value, str)
+            for day in DAY.findall(value)
+        }
+        stale = [day for day in days if abs(date.fromisoformat(day) - clock.now().date()).days > 31]
+        assert stale == [], stale
         operation = doc["paths"]["/api/v1/shops/{shop_id}/admin/coupon-templates"]["post"]
         example = operation["requestBody"]["content"]["application/json"]["example"]
         start, end = (datetime.fromisoformat(example[key]) for key in ("claim_start", "claim_end"))

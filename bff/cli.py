@@ -152,18 +152,18 @@ def _database_setting(settings: Settings) -> str:
     return f"BFF_SQLITE_PATH={settings.database.sqlite_path}"
 
 
-async def _migrate(settings: Settings) -> None:
+async def _migrate(settings: Settings) -> list[int]:
     db = Database(create_engine(settings.database))
     try:
-        await migrate(db, SystemClock())
+        return await migrate(db, SystemClock())
     finally:
         await db.dispose()
 
 
-def migrate_database(settings: Settings) -> None:
-    """Apply the migrations once, or raise StartupError (exit 3)."""
+def migrate_database(settings: Settings) -> list[int]:
+    """Apply the migrations once (the versions applied now), or raise StartupError (exit 3)."""
     try:
-        asyncio.run(_migrate(settings))
+        return asyncio.run(_migrate(settings))
     except Exception as exc:
         raise StartupError(
             EXIT_DATABASE,
@@ -351,7 +351,9 @@ def main(argv: list[str] | None = None, prog: str = "coupon-bff") -> int:
         return mint_token(settings, args)
     try:
         if args.verb == "migrate":
-            migrate_database(settings)
+            applied = migrate_database(settings)
+            done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to apply"
+            print(f"schema up to date ({_database_setting(settings)}): {done}")
             return 0
         if args.demo and not settings.is_development:
             print("--demo is for development only (BFF_ENV=development)", file=sys.stderr)

@@ -145,3 +145,12 @@ def test_a_second_instance_on_a_served_port_is_exit_5(tmp_path):
         finally:
             first.terminate()
             first.wait(timeout=15)
+
+
+def test_migrate_says_what_it_did(tmp_path: Path) -> None:
+    first = _run(tmp_path, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("schema up to date (BFF_SQLITE_PATH="), first.stdout
+    assert "applied 1" in first.stdout
+    again = _run(tmp_path, "migrate")
+    assert again.returncode == 0 and "nothing to apply" in again.stdout, again.stdout

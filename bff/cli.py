@@ -65,7 +65,8 @@ STOP_SECONDS = 10.0
 LISTEN_BACKLOG = 1024
 
 VARIABLES_HELP = """\
-main settings (BFF_* environment variables; all of them: config/defaults.toml, docs/DEPLOY.md):
+main settings (BFF_* variables; all of them: config/defaults.toml, installed with the package,
+and docs/DEPLOY.md in the source repository):
   BFF_HOST, BFF_PORT          where to listen (127.0.0.1, 8080)
   BFF_WORKERS                 processes sharing the port (1)
   BFF_DATABASE_URL            mysql+aiomysql://user:password@host:3306/db (empty: SQLite

@@ -87,6 +87,12 @@ async def _check_services() -> str | None:
     return problem
 
 
+# A shared CI machine can stall a disk write (an fsync) or a process for seconds; a test is
+# not a latency check, so reads and writes get more room than production's 3 s and 5 s
+# (tests/test_timeouts.py sets short deadlines of its own to test them).
+TEST_DEADLINES = {"read_timeout_seconds": 15.0, "write_timeout_seconds": 20.0}
+
+
 def base_settings() -> Settings:
     return Settings(
         environment="test",
@@ -106,7 +112,9 @@ async def settings(backend: str, tmp_path: Path) -> Settings:
     settings = base_settings()
     if backend == "embedded":
         return settings.replace(
-            database=DatabaseSettings(sqlite_path=str(tmp_path / "bff.sqlite3"), pool_size=5)
+            database=DatabaseSettings(
+                sqlite_path=str(tmp_path / "bff.sqlite3"), pool_size=5, **TEST_DEADLINES
+            )
         )
     return await mariadb_settings(settings)
 
@@ -120,7 +128,7 @@ async def mariadb_settings(settings: Settings) -> Settings:
         pytest.skip(problem)
     await _reset_mariadb_and_redis()
     return settings.replace(
-        database=DatabaseSettings(url=MYSQL_URL, pool_size=10, max_overflow=40),
+        database=DatabaseSettings(url=MYSQL_URL, pool_size=10, max_overflow=40, **TEST_DEADLINES),
         # A shared CI machine can stall a process for a second or two; a test is not a
         # latency check, so give Redis replies more room than production's 2 s.
         redis=RedisSettings(url=REDIS_URL, socket_timeout_seconds=10),

@@ -45,6 +45,7 @@ import pymysql
 from bench.seed import (
     CLAIM_SCOPE,
     HELD_TEMPLATES,
+    ROOM,
     SHOP,
     Minter,
     create_template,
@@ -161,11 +162,19 @@ async def main() -> None:
         cart = json.dumps(
             {"items": [{"product_id": product_id(n), "quantity": n} for n in (1, 2, 4)]}
         )
+        live_ids = ",".join(product_id(n) for n in range(1, 21))
         routes: dict[str, tuple[str, str, Any, list[str]]] = {
             "ping": ("GET", "/api/v1/ping", None, []),
             # Claims: body and tokens are set below, only for the routes that run.
             **{name: ("POST", f"{shop_path}/coupons/claim", None, []) for name in CLAIM_ROUTES},
             "product_anon": ("GET", f"{shop_path}/products/{product_id(1)}", None, []),
+            # The live room's anonymous price list (issue 16: must stay >= 0.80 B).
+            "live_anon": (
+                "GET",
+                f"{shop_path}/live-rooms/{ROOM}/prices?product_ids={live_ids}",
+                None,
+                [],
+            ),
             "product_user": ("GET", f"{shop_path}/products/{product_id(1)}", None, holders),
             "checkout": ("POST", f"{shop_path}/checkout/preview", cart, holders),
         }

@@ -98,28 +98,39 @@ def _coupon(page: Page, section: str, name: str) -> Any:
     return page.locator(f"{section} li.coupon").filter(has_text=name)
 
 
-async def test_storefront_in_a_browser(
-    backend: str, settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Product page, 券后价, claiming, my coupons, an error, joining and the gift pack."""
+@contextlib.asynccontextmanager
+async def _browser_page(**options: Any) -> AsyncIterator[tuple[Page, list[str]]]:
+    """Headless Debian chromium with one page (``options`` for ``new_page``), the step
+    timeouts set; the page's uncaught errors collect in the list. Skips (fails in CI)
+    without chromium or Playwright."""
     executable = _chromium()
     if async_playwright is None:
         _missing("playwright is not installed (pip install -e '.[test]')")
-    async with demo_server(tmp_path / "server", backend) as server, async_playwright() as pw:
+    async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, headless=True)
         try:
-            page = await browser.new_page(
-                viewport={"width": 1280, "height": 900}, timezone_id=BROWSER_TIMEZONE
-            )
+            page = await browser.new_page(**options)
             page.set_default_timeout(STEP_TIMEOUT_MS)
             expect.set_options(timeout=STEP_TIMEOUT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            steps = Steps(page, backend, capsys)
-            await _walk_through(page, steps, server)
-            assert errors == [], errors
+            yield page, errors
         finally:
             await browser.close()
+
+
+async def test_storefront_in_a_browser(
+    backend: str, settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Product page, 券后价, claiming, my coupons, an error, joining and the gift pack."""
+    viewport = {"width": 1280, "height": 900}
+    async with (
+        demo_server(tmp_path / "server", backend) as server,
+        _browser_page(viewport=viewport, timezone_id=BROWSER_TIMEZONE) as (page, errors),
+    ):
+        steps = Steps(page, backend, capsys)
+        await _walk_through(page, steps, server)
+        assert errors == [], errors
 
 
 async def _walk_through(page: Page, steps: Steps, server: DemoServer) -> None:
@@ -281,73 +292,57 @@ async def test_a_page_on_another_origin_calls_the_api_through_cors(
 ) -> None:
     """Listed origin (127.0.0.1:<port>): the reply arrives; the same page served as
     localhost:<port>, an origin not listed, is refused by the browser."""
-    executable = _chromium()
-    if async_playwright is None:
-        _missing("playwright is not installed (pip install -e '.[test]')")
     async with _front_end_server() as page_port:
         allowed = f"http://127.0.0.1:{page_port}"
         async with (
             demo_server(tmp_path / "server", backend, BFF_CORS_ORIGINS=allowed) as server,
-            async_playwright() as pw,
+            _browser_page(viewport={"width": 800, "height": 400}) as (page, _),
         ):
-            browser = await pw.chromium.launch(executable_path=executable, headless=True)
-            try:
-                page = await browser.new_page(viewport={"width": 800, "height": 400})
-                page.set_default_timeout(STEP_TIMEOUT_MS)
-                steps = Steps(page, f"{backend}-cors", capsys)
-                call = {"api": server.base_url, "token": server.token}
-                await page.goto(allowed + "/")
-                answered = await page.evaluate(CROSS_ORIGIN_FETCH, call)
-                assert answered["status"] == 200 and answered["items"] >= 0, answered
-                assert answered["request_id"] == "cors-browser-1", answered
-                await steps.shot("allowed-origin")
-                await page.goto(f"http://localhost:{page_port}/")
-                refused = await page.evaluate(CROSS_ORIGIN_FETCH, call)
-                assert "Failed to fetch" in refused.get("refused", ""), refused
-                await steps.shot("refused-origin")
-            finally:
-                await browser.close()
+            steps = Steps(page, f"{backend}-cors", capsys)
+            call = {"api": server.base_url, "token": server.token}
+            await page.goto(allowed + "/")
+            answered = await page.evaluate(CROSS_ORIGIN_FETCH, call)
+            assert answered["status"] == 200 and answered["items"] >= 0, answered
+            assert answered["request_id"] == "cors-browser-1", answered
+            await steps.shot("allowed-origin")
+            await page.goto(f"http://localhost:{page_port}/")
+            refused = await page.evaluate(CROSS_ORIGIN_FETCH, call)
+            assert "Failed to fetch" in refused.get("refused", ""), refused
+            await steps.shot("refused-origin")
+
+
 async def test_docs_page_tries_an_operation_in_a_browser(
     backend: str, settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """/docs (issue 19 item 5): a stored token, Send and its reply, curl, full sidebar
     paths, an int64 limit shown exactly, a favicon; nothing from the internet."""
-    executable = _chromium()
-    if async_playwright is None:
-        _missing("playwright is not installed (pip install -e '.[test]')")
-    async with demo_server(tmp_path / "server", backend) as server, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=executable, headless=True)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            expect.set_options(timeout=STEP_TIMEOUT_MS)
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            foreign: list[str] = []
-            page.on(
-                "request",
-                lambda request: (
-                    foreign.append(request.url)
-                    if not request.url.startswith((server.base_url, "data:"))
-                    else None
-                ),
-            )
-            missing: list[str] = []
-            page.on(
-                "response",
-                lambda response: (
-                    missing.append(response.url)
-                    if response.status == 404 and "/api/" not in response.url
-                    else None
-                ),
-            )
-            steps = Steps(page, f"{backend}-docs", capsys)
-            await _try_the_docs(page, steps, server)
-            assert errors == [], errors
-            assert foreign == [], foreign
-            assert missing == [], missing
-        finally:
-            await browser.close()
+    async with (
+        demo_server(tmp_path / "server", backend) as server,
+        _browser_page(viewport={"width": 1280, "height": 900}) as (page, errors),
+    ):
+        foreign: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                foreign.append(request.url)
+                if not request.url.startswith((server.base_url, "data:"))
+                else None
+            ),
+        )
+        missing: list[str] = []
+        page.on(
+            "response",
+            lambda response: (
+                missing.append(response.url)
+                if response.status == 404 and "/api/" not in response.url
+                else None
+            ),
+        )
+        steps = Steps(page, f"{backend}-docs", capsys)
+        await _try_the_docs(page, steps, server)
+        assert errors == [], errors
+        assert foreign == [], foreign
+        assert missing == [], missing
 
 
 async def _try_the_docs(page: Page, steps: Steps, server: DemoServer) -> None:

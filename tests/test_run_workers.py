@@ -44,33 +44,38 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")}
-    env.update(
-        BFF_ENV="test",
-        BFF_JWT_SECRET=SECRET,
-        BFF_PORT=str(port),
-        BFF_WORKERS="2",
-        BFF_SQLITE_PATH=str(tmp_path / "bff.sqlite3"),
-        BFF_ACCESS_LOG="false",
-    )
-    with subprocess.Popen(
+def serve(cwd: Path, variables: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``run.py`` in ``cwd`` with these ``BFF_*`` variables only (the caller's dropped)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")} | variables
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "run.py")],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    ) as parent:
+    )
+
+
+def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path):
+    port = _free_port()
+    variables = {
+        "BFF_ENV": "test",
+        "BFF_JWT_SECRET": SECRET,
+        "BFF_PORT": str(port),
+        "BFF_WORKERS": "2",
+        "BFF_SQLITE_PATH": str(tmp_path / "bff.sqlite3"),
+        "BFF_ACCESS_LOG": "false",
+    }
+    with serve(tmp_path, variables) as parent:
         try:
             workers = _wait_for(lambda: len(_children(parent.pid)) == 2 and _children(parent.pid))
             _wait_for(lambda: _healthy(port))
             victim = min(workers)
             os.kill(victim, signal.SIGKILL)
             replaced = _wait_for(
-                lambda: (kids := _children(parent.pid)) - {victim} == kids
-                and len(kids) == 2
-                and kids
+                lambda: (
+                    (kids := _children(parent.pid)) - {victim} == kids and len(kids) == 2 and kids
+                )
             )
             assert victim not in replaced and (workers - {victim}) < replaced
             _wait_for(lambda: _healthy(port))

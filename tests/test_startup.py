@@ -7,16 +7,15 @@ caller's. docs/DEPLOY.md "Start-up and exit codes" lists the codes.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.test_config import _run as run_py
-from tests.test_run_workers import ROOT, SECRET, _free_port, _healthy, _wait_for
+from tests.test_run_workers import SECRET, _free_port, _healthy, _wait_for, serve
 
 EXIT_CONFIG, EXIT_DATABASE, EXIT_REDIS, EXIT_LISTEN = 2, 3, 4, 5
 
@@ -44,8 +43,13 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def _nothing_listens() -> str:
-    return str(_free_port())  # bound and released: nothing listens there now
+@pytest.fixture(scope="module")
+def closed_port() -> Iterator[str]:
+    """A port bound and kept but never listening: a connection there is refused at once,
+    and no other process can take it meanwhile (one bound and released could be reused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield str(held.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -69,8 +73,8 @@ def test_a_bad_value_is_exit_2(tmp_path, args, variable, value, fragment):
     ("host", "cause"),
     [("nohost.invalid", "host name not found"), ("127.0.0.1", "connection refused")],
 )
-def test_a_database_that_cannot_be_reached_is_exit_3(tmp_path, args, host, cause):
-    url = f"mysql+aiomysql://root@{host}:{_nothing_listens()}/bff"
+def test_a_database_that_cannot_be_reached_is_exit_3(tmp_path, args, host, cause, closed_port):
+    url = f"mysql+aiomysql://root@{host}:{closed_port}/bff"
     result = _run(tmp_path, *args, BFF_DATABASE_URL=url)
     assert result.returncode == EXIT_DATABASE
     line = _one_line(result)
@@ -79,8 +83,8 @@ def test_a_database_that_cannot_be_reached_is_exit_3(tmp_path, args, host, cause
     assert "Storefront" not in result.stdout
 
 
-def test_a_password_in_the_database_url_is_not_printed(tmp_path):
-    url = f"mysql+aiomysql://app:hunter2@127.0.0.1:{_nothing_listens()}/bff"
+def test_a_password_in_the_database_url_is_not_printed(tmp_path, closed_port):
+    url = f"mysql+aiomysql://app:hunter2@127.0.0.1:{closed_port}/bff"
     result = _run(tmp_path, "migrate", BFF_DATABASE_URL=url)
     assert result.returncode == EXIT_DATABASE
     assert "hunter2" not in result.stderr and "app:***@" in _one_line(result)
@@ -101,8 +105,8 @@ def test_a_port_in_use_is_exit_5_before_anything_is_printed(tmp_path, args):
     assert result.stdout == ""
 
 
-def test_redis_down_is_exit_4_when_refused_and_for_the_demo(tmp_path):
-    url = f"redis://127.0.0.1:{_nothing_listens()}/0"
+def test_redis_down_is_exit_4_when_refused_and_for_the_demo(tmp_path, closed_port):
+    url = f"redis://127.0.0.1:{closed_port}/0"
     for args, extra in (((), {"BFF_REDIS_AT_START": "refuse"}), (("--demo",), {})):
         result = _run(tmp_path, *args, BFF_REDIS_URL=url, **extra)
         assert result.returncode == EXIT_REDIS, result.stderr
@@ -127,15 +131,8 @@ def test_a_second_instance_on_a_served_port_is_exit_5(tmp_path):
     first_dir.mkdir()
     second_dir.mkdir()
     variables = _variables(first_dir, BFF_WORKERS="2")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")} | variables
     port = int(variables["BFF_PORT"])
-    with subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py")],
-        cwd=first_dir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as first:
+    with serve(first_dir, variables) as first:
         try:
             _wait_for(lambda: _healthy(port))
             second = _run(second_dir, BFF_WORKERS="2", BFF_PORT=str(port))

@@ -72,7 +72,7 @@ def install(app: web.Application, settings: CorsSettings) -> None:
         vary = headers.get(hdrs.VARY)
         headers[hdrs.VARY] = f"{vary}, Origin" if vary else "Origin"
         origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and (any_origin or origin in origins):
+        if allowed(origin):
             headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = ANY_ORIGIN if any_origin else origin
             headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSED_HEADERS
 

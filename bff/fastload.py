@@ -26,7 +26,7 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing
 from marshmallow.decorators import VALIDATES_SCHEMA
 
-from bff.schemas import MAX_CENTS, MAX_ID, Bool, Cents, Int
+from bff.schemas import MAX_CENTS, Bool, Cents, Int, is_int64
 
 # What a loader returns when marshmallow must decide.
 DEFER: Any = object()
@@ -214,11 +214,11 @@ def _plain_nested(field: fields.Nested) -> bool:
 
 
 def _is_int64(value: Any) -> bool:
-    return type(value) is int and -MAX_ID - 1 <= value <= MAX_ID
+    return type(value) is int and is_int64(value)
 
 
 def _is_cents(value: Any) -> bool:
-    return type(value) is int and -MAX_ID - 1 <= value <= MAX_CENTS
+    return _is_int64(value) and value <= MAX_CENTS
 
 
 def _is_bool(value: Any) -> bool:

@@ -62,9 +62,14 @@ class Int(fields.Integer):
         if isinstance(value, bool):
             raise self.make_error("invalid")
         number = super()._deserialize(value, attr, data, **kwargs)
-        if not -MAX_ID - 1 <= number <= MAX_ID:
+        if not is_int64(number):
             raise ValidationError("Must be a 64-bit integer.")
         return number
+
+
+def is_int64(number: int) -> bool:
+    """Within a signed 64-bit integer (BIGINT): :class:`Int`'s bound, and bff.fastload's."""
+    return -MAX_ID - 1 <= number <= MAX_ID
 
 
 class Cents(Int):

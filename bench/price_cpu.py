@@ -83,6 +83,7 @@ async def drive(
     requests: int,
     concurrency: int,
     pid: int,
+    profile: bool = False,
 ) -> tuple[float, float, dict[int, int]]:
     """(server CPU ms per request, wall seconds, statuses) for ``requests`` requests."""
     counter = itertools.count()
@@ -108,10 +109,15 @@ async def drive(
         # Go on numbering after the warm-up: a request's number picks its token and body.
         counter = itertools.count(warm)
         statuses.clear()
+        if profile:
+            os.kill(pid, signal.SIGUSR1)
         started_cpu, started = cpu_seconds(pid), time.monotonic()
         await asyncio.gather(*(worker(warm + requests) for _ in range(concurrency)))
         wall = time.monotonic() - started
         used = cpu_seconds(pid) - started_cpu
+        if profile:
+            os.kill(pid, signal.SIGUSR2)
+            await asyncio.sleep(1)  # it writes the file
     return used * 1000 / requests, wall, statuses
 
 
@@ -143,13 +149,22 @@ async def main() -> None:
         default="",
         help="sample the server with py-spy during ROUTE (raw output in $BFF_BENCH_WORK)",
     )
+    parser.add_argument(
+        "--cprofile",
+        metavar="ROUTE",
+        default="",
+        help="profile the server with cProfile during ROUTE (pstats file in $BFF_BENCH_WORK)",
+    )
     args = parser.parse_args()
 
     host, port = args.mysql.split(":")
     reset_database(host, int(port), args.database)
     WORK.mkdir(parents=True, exist_ok=True)
     server = Server(
-        f"mysql+aiomysql://root@{args.mysql}/{args.database}", args.redis_url, bench_config=False
+        f"mysql+aiomysql://root@{args.mysql}/{args.database}",
+        args.redis_url,
+        bench_config=False,
+        cprofile=WORK / f"cprofile-{args.cprofile}.prof" if args.cprofile else None,
     )
     await server.start()
     try:
@@ -223,9 +238,13 @@ async def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
             concurrency = args.claim_concurrency if name in CLAIM_ROUTES else args.concurrency
+            profiled = name == args.cprofile
             ms, wall, statuses = await drive(
-                server.base, method, path, body, tokens, args.requests, concurrency, pid
+                server.base, method, path, body, tokens, args.requests, concurrency, pid,
+                profile=profiled,
             )
+            if profiled:
+                print(f"cProfile of {name}: {server.cprofile} (times include its overhead)")
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait()

@@ -246,6 +246,8 @@ class Server:
     bench_config: bool = True
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=lambda: WORK / "server.log")
+    # bench/profiled.py's output file: serve under a signal-switched cProfile (one worker).
+    cprofile: Path | None = None
 
     @property
     def base(self) -> str:
@@ -274,7 +276,9 @@ class Server:
         WORK.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py")],
+            [sys.executable, str(ROOT / "run.py")]
+            if self.cprofile is None
+            else [sys.executable, str(ROOT / "bench" / "profiled.py"), str(self.cprofile)],
             cwd=WORK,
             env=self.env(),
             stdout=log,

@@ -82,9 +82,12 @@ class Line:
     exclusive_price: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
-    """A coupon that could apply: one the user holds, or one they could claim now."""
+    """A coupon that could apply: one the user holds, or one they could claim now.
+
+    Never changed once made (not frozen: a frozen dataclass's ``__init__`` costs twice
+    as much, and a product page makes ten of these per request)."""
 
     key: str
     template_id: int
@@ -96,15 +99,25 @@ class Candidate:
     coupon_id: int | None = None
     expires_at: datetime | None = None
     # Derived once here rather than at every comparison of the search: the expiry as a
-    # timestamp (inf for none) and which of a template's coupons stands for it.
+    # timestamp (inf for none), which of a template's coupons stands for it, and what
+    # QuoteMemo's key holds of it besides its expiry.
     expiry: float = field(init=False, repr=False, compare=False)
     preference: tuple[bool, float, str] = field(init=False, repr=False, compare=False)
+    shape: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         expiry = self.expires_at.timestamp() if self.expires_at is not None else math.inf
-        object.__setattr__(self, "expiry", expiry)
+        self.expiry = expiry
         # Held, then expiring first, then key.
-        object.__setattr__(self, "preference", (self.needs_claim, expiry, self.key))
+        self.preference = (self.needs_claim, expiry, self.key)
+        self.shape = (
+            self.template_id,
+            id(self.benefit),
+            id(self.scope),
+            self.with_store_promotions,
+            self.with_other_coupons,
+            self.needs_claim,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,18 +655,8 @@ class QuoteMemo:
         return (
             tuple(lines),
             claims_left,
-            tuple(
-                (
-                    c.template_id,
-                    id(c.benefit),
-                    id(c.scope),
-                    c.with_store_promotions,
-                    c.with_other_coupons,
-                    c.needs_claim,
-                    order[c.expiry],
-                )
-                for c in standing
-            ),
+            tuple([c.shape for c in standing]),
+            tuple([order[c.expiry] for c in standing]),
         )
 
     def get(self, key: tuple[Any, ...]) -> _Remembered | None:

@@ -158,6 +158,12 @@ class ClaimSettings:
     template_cache_seconds: float = 1.0
     # Idempotency replies are kept in the gate this long (the database keeps them for good).
     idempotency_ttl_seconds: int = 86_400
+    # Each shop's holders filter (bff.gate.holders): sized for this many users who ever
+    # held a coupon of the shop, at this false-positive rate (1,000,000 at 0.01: 1.2 MB
+    # per shop); 0 users: off. Kept this long after a rebuild, then rebuilt on demand.
+    holders_users: int = 1_000_000
+    holders_error: float = 0.01
+    holders_ttl_seconds: int = 7 * 86_400
 
 
 @dataclass(frozen=True)

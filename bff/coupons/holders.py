@@ -104,8 +104,13 @@ class Holders:
         return holders_key(shop_id) if self.enabled else None
 
     async def add(self, shop_id: str, users: list[str]) -> None:
-        """Before a commit that issues coupons to ``users``, holding their wallet locks."""
-        if self.enabled and users:
+        """Before a commit that issues coupons to ``users``, holding their wallet locks.
+
+        Even while this process's filters are off (``claim.holders_users = 0``): another
+        process sharing the gate may have them on, and its filter must hold this
+        process's holders too. (Without a shared gate no filter exists to add to.)
+        """
+        if users:
             await self.gate.holders_add(holders_key(shop_id), users)
 
     def rebuild_soon(self, shop_id: str) -> None:

@@ -240,7 +240,14 @@ async def main() -> None:
             concurrency = args.claim_concurrency if name in CLAIM_ROUTES else args.concurrency
             profiled = name == args.cprofile
             ms, wall, statuses = await drive(
-                server.base, method, path, body, tokens, args.requests, concurrency, pid,
+                server.base,
+                method,
+                path,
+                body,
+                tokens,
+                args.requests,
+                concurrency,
+                pid,
                 profile=profiled,
             )
             if profiled:

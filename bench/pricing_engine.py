@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,6 +104,14 @@ def seeded_pages() -> list[tuple[list[Line], list[Candidate]]]:
     return pages
 
 
+def seeded_checkout() -> tuple[list[Line], list[Candidate]]:
+    """bench/price_cpu.py's and the bench's checkout: products 1, 2 and 4 in quantities
+    1, 2 and 4, priced with a holder's 20 held coupons."""
+    pages = seeded_pages()
+    lines = [replace(pages[n - 1][0][0], quantity=n) for n in (1, 2, 4)]
+    return lines, [c for c in pages[0][1] if not c.needs_claim]
+
+
 def measure(cases: list[tuple[list[Line], list[Candidate]]]) -> float:
     runs = 0
     started = time.perf_counter()
@@ -120,6 +129,8 @@ def main() -> None:
         print(f"{f'{coupons} x {lines}':<22}{seconds * 1e6:>9.0f} us")
     seconds = measure(seeded_pages())
     print(f"{'bench product page':<22}{seconds * 1e6:>9.0f} us")
+    seconds = measure([seeded_checkout()])
+    print(f"{'bench checkout':<22}{seconds * 1e6:>9.0f} us")
 
 
 if __name__ == "__main__":

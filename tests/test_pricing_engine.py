@@ -221,3 +221,24 @@ def test_the_cut_walk_equals_the_oracle_on_many_stacking_coupons(case):
     quote = best_quote(lines, candidates)
     assert quote.payable == expected.quote.payable
     assert {a.candidate.key for a in quote.coupons} == {c.key for c in expected.combo}
+
+
+# --- one coupon alone, without the splits -----------------------------------------------------
+@settings(
+    max_examples=int(os.environ.get("PRICING_EXAMPLES", "300")),
+    deadline=None,
+    derandomize=True,
+)
+@given(st.data())
+def test_one_coupon_alone_pays_what_applying_it_leaves(data):
+    """engine._alone (the closed form best_quote prices each coupon alone with) equals
+    applying the coupon with its splits (engine._run), on every line of every cart."""
+    from bff.pricing import engine
+    from tests.test_pricing_rules import candidate_lists, carts
+
+    lines = data.draw(carts())
+    base = engine._Prices(lines, frozenset())
+    for candidate in data.draw(candidate_lists(lines)):
+        coupon = engine._prepare(candidate, lines)
+        run = engine._run(lines, [coupon], strict=False)
+        assert engine._alone(lines, base, coupon) == (None if run is None else sum(run[1]))

@@ -66,7 +66,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -121,6 +121,26 @@ class IssueResult:
     coupon: Any | None = None  # the coupons row
     replayed: bool = False
     refusal: Refusal | None = None
+
+
+# The batch's statements, built once: building a select per batch (expression, cache key)
+# cost more than compiling it from SQLAlchemy's cache.
+_TEMPLATE = select(T).where(T.c.id == bindparam("template_id"))
+_TEMPLATE_LOCKED = _TEMPLATE.with_for_update()
+_OWNED = select(C).where(
+    C.c.shop_id == bindparam("shop_id"), C.c.user_id.in_(bindparam("users", expanding=True))
+)
+_INSERT_RETURNING = C.insert().returning(C.c.request_key, C.c.id)
+# The stock guard: never past stock_total, whatever the checks above decided.
+_COUNT = bindparam("count")
+_GUARDED_ADD = (
+    update(T)
+    .where(
+        T.c.id == bindparam("id_"),
+        (T.c.stock_total.is_(None)) | (T.c.issued + _COUNT <= T.c.stock_total),
+    )
+    .values(issued=T.c.issued + _COUNT)
+)
 
 
 def sold_out_keys(template_id: int, day: str) -> list[str]:
@@ -616,10 +636,8 @@ class Ledger:
     async def _lock_template(
         self, conn: AsyncConnection, template_id: int, *, lock: bool = True
     ) -> Any:
-        query = select(T).where(T.c.id == template_id)
-        if lock and not self.db.is_sqlite:
-            query = query.with_for_update()
-        return (await conn.execute(query)).first()
+        query = _TEMPLATE_LOCKED if lock and not self.db.is_sqlite else _TEMPLATE
+        return (await conn.execute(query, {"template_id": template_id})).first()
 
     async def _existing(
         self, conn: AsyncConnection, shop_id: str, keys: list[str]
@@ -633,7 +651,7 @@ class Ledger:
         self, conn: AsyncConnection, shop_id: str, users: list[str]
     ) -> dict[str, list[Any]]:
         """Every coupon of these users in the shop (their limits, wallets, facts, replays)."""
-        rows = await conn.execute(select(C).where(C.c.shop_id == shop_id, C.c.user_id.in_(users)))
+        rows = await conn.execute(_OWNED, {"shop_id": shop_id, "users": users})
         owned: dict[str, list[Any]] = {user: [] for user in users}
         for row in rows:
             # utf8mb4_bin pads: "u1 " matches "u1" in SQL, not here (auth refuses such ids).
@@ -715,7 +733,7 @@ class Ledger:
         count = len(rows)
         if conn.dialect.insert_executemany_returning:
             # MariaDB >= 10.5 and SQLite >= 3.35: one INSERT ... RETURNING for the batch.
-            result = await conn.execute(C.insert().returning(C.c.request_key, C.c.id), rows)
+            result = await conn.execute(_INSERT_RETURNING, rows)
             ids: dict[str, int] = {key: coupon_id for key, coupon_id in result}
             inserted = {row["request_key"]: _as_read(row, ids[row["request_key"]]) for row in rows}
         else:  # pragma: no cover - older servers read the rows back
@@ -723,14 +741,7 @@ class Ledger:
             inserted = await self._existing(
                 conn, template.shop_id, [r["request_key"] for r in rows]
             )
-        guarded = await conn.execute(
-            update(T)
-            .where(
-                T.c.id == template.id,
-                (T.c.stock_total.is_(None)) | (T.c.issued + count <= T.c.stock_total),
-            )
-            .values(issued=T.c.issued + count)
-        )
+        guarded = await conn.execute(_GUARDED_ADD, {"id_": template.id, "count": count})
         if guarded.rowcount != 1:
             # Cannot happen under the row lock; if it ever does, nothing is written.
             raise RuntimeError("stock guard refused a batch decided under the template lock")

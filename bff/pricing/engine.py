@@ -382,35 +382,36 @@ def _priced_again(lines: Sequence[Line], coupons: Sequence[_Coupon]) -> int:
         coupons = [c for c in coupons if all(c is not f for f in failed)]
 
 
-def _payable(lines: Sequence[Line], coupons: Sequence[_Coupon]) -> int | None:
-    if len(lines) == 1 and len(coupons) == 1:
-        return _alone_on_one_line(lines[0], coupons[0])
-    run = _run(lines, coupons, strict=False)
-    return None if run is None else sum(run[1])
-
-
-def _alone_on_one_line(line: Line, coupon: _Coupon) -> int | None:
-    """:func:`_run`'s payable for one coupon on one line (a product page), without the
-    lists: the same three steps, each on the line's one amount."""
-    if not coupon.indexes:
+def _alone(lines: Sequence[Line], base: _Prices, coupon: _Coupon) -> int | None:
+    """:func:`_run`'s payable for ``coupon`` alone (``base``: the lines' prices with no
+    coupon), without the splits: one coupon's shares sum to exactly what it takes
+    (:func:`apportion` hands out its total; an amount-off's split goes on until it is
+    spent or its lines are at zero), so the payable is what the lines cost less that.
+    ``tests/test_pricing_engine.py`` checks it against :func:`_run` by hypothesis."""
+    indexes = coupon.indexes
+    if not indexes:
         return None
-    if line.promo_price is not None and not coupon.at_list:
-        unit = line.promo_price
-    else:
-        unit = line.list_price
-    amount = unit * line.quantity
-    if coupon.threshold is not None and amount < coupon.threshold:
+    prices = _Prices(lines, frozenset(coupon.at_list)) if coupon.at_list else base
+    amounts = prices.amounts
+    eligible = 0
+    for i in indexes:
+        eligible += amounts[i]
+    threshold = coupon.threshold
+    if threshold is not None and eligible < threshold:
         return None
     benefit = coupon.candidate.benefit
     if coupon.phase == _FIXED:
-        if line.quantity < 1:
+        # The first line in scope with a unit (every unit is free when it is alone).
+        unit = next((prices.units[i] for i in indexes if lines[i].quantity > 0), None)
+        if unit is None:
             return None  # no unit of its own
         take = max(unit - _fixed_price(benefit), 0)
     elif coupon.phase == _DISCOUNT:
-        take = _discount_off(benefit, amount)
+        take = _discount_off(benefit, eligible)
     else:
-        take = min(int(benefit["amount_off"]), amount)
-    return amount - take if take > 0 else None
+        off = int(benefit["amount_off"])
+        take = off if off < eligible else eligible
+    return sum(amounts) - take if take > 0 else None
 
 
 def _quote(lines: Sequence[Line], coupons: Sequence[_Coupon], *, strict: bool) -> Quote | None:
@@ -529,6 +530,7 @@ def best_quote(
             representatives[candidate.template_id] = coupon if usable else None
     empty = _quote(lines, [], strict=False)
     assert empty is not None
+    base = _Prices(lines, frozenset())
     best_rank, best = empty.rank, ()
     stacking: list[_Coupon] = []
     for coupon in representatives.values():
@@ -537,7 +539,7 @@ def best_quote(
         if coupon.candidate.with_other_coupons:
             stacking.append(coupon)
             continue
-        payable = _payable(lines, [coupon])
+        payable = _alone(lines, base, coupon)
         if payable is None or payable >= empty.payable or payable > best_rank[0]:
             continue
         rank = _rank(payable, [coupon.candidate])

@@ -2,67 +2,115 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bff.coupons.rules import MemberView, audience_refusal
+from bff.coupons.rules import MemberView, audience_refusal, needs_membership
 from bff.pricing.engine import Candidate, Line, Quote
 
 CLAIMABLE_METHODS = ("widget", "auto")
 
 
-@dataclass(frozen=True)
-class TemplateFacts:
-    """What decides whether a template is claimable now for a viewer."""
+class Offer:
+    """A template the shop offers to claim, as a price sees it: what decides whether a
+    viewer could claim it now and use it at once on this order.
 
-    row: Any  # coupon_templates row
-    daily_issued: int
-    held: int  # the viewer's coupons of this template (0 when anonymous)
+    What depends on neither the moment nor the viewer (status, claim methods, stock and
+    today's count as the shop's facts were read, the audience, how validity is given) is
+    decided once, when the shop's facts are read (``widgets.coupon_price.facts``);
+    :meth:`candidate` decides the rest per request. A fixed validity window's candidate
+    is the same for every request inside the window and is built once.
+    """
 
+    __slots__ = (
+        "_fixed_candidate",
+        "audience_all",
+        "available",
+        "claim_end",
+        "claim_start",
+        "exclusive",
+        "fixed",
+        "needs_member",
+        "per_user_limit",
+        "relative",
+        "row",
+        "spec",
+        "template_id",
+    )
 
-def usable_at_once(spec: dict[str, Any], now: datetime) -> datetime | None:
-    """When a coupon claimed now would expire, if it is usable right away; else None."""
-    validity = spec["validity"]
-    if validity["type"] == "relative":
-        if validity["effective_after_days"]:
+    def __init__(self, row: Any, daily_issued: int) -> None:
+        spec = row.spec
+        self.row = row
+        self.spec = spec
+        self.template_id: int = row.id
+        self.available: bool = (
+            row.status == "active"
+            # Which products may show an auto-only coupon: see offered_on.
+            and any(method in spec["claim_methods"] for method in CLAIMABLE_METHODS)
+            and (row.stock_total is None or row.issued < row.stock_total)
+            and (row.daily_limit is None or daily_issued < row.daily_limit)
+        )
+        self.claim_start: datetime = row.claim_start
+        self.claim_end: datetime = row.claim_end
+        self.per_user_limit: int = row.per_user_limit
+        self.needs_member = needs_membership(spec)
+        self.exclusive = bool(spec.get("new_member_exclusive"))
+        self.audience_all = spec["audience"]["type"] == "all" and not self.exclusive
+        # When a coupon claimed now expires, if usable at once: decided here as far as
+        # the moment does not matter.
+        validity = spec["validity"]
+        self.relative: timedelta | None = None
+        self.fixed: tuple[datetime, datetime] | None = None
+        if validity["type"] == "relative":
+            if not validity["effective_after_days"]:
+                self.relative = timedelta(days=validity["valid_days"])
+        else:
+            self.fixed = (
+                datetime.fromisoformat(validity["start"]),
+                datetime.fromisoformat(validity["end"]),
+            )
+        self._fixed_candidate: Candidate | None = None
+
+    def candidate(
+        self,
+        now: datetime,
+        *,
+        signed_in: bool,
+        held: int,
+        member: MemberView | None,
+        wallet_full: bool,
+    ) -> Candidate | None:
+        """This template as a to-claim candidate for a viewer at ``now``, or None when
+        they could not claim it now or not use it at once. ``held``: the viewer's
+        coupons of it (0 when anonymous)."""
+        if not self.available or not (self.claim_start <= now < self.claim_end):
             return None
-        return now + timedelta(days=validity["valid_days"])
-    start = datetime.fromisoformat(validity["start"])
-    end = datetime.fromisoformat(validity["end"])
-    return end if start <= now < end else None
-
-
-def claimable_candidate(
-    facts: TemplateFacts,
-    now: datetime,
-    *,
-    signed_in: bool,
-    member: MemberView | None,
-    wallet_full: bool,
-) -> Candidate | None:
-    """A template the viewer could claim now and use on this order, as a candidate."""
-    row = facts.row
-    spec = row.spec
-    if row.status != "active" or not (row.claim_start <= now < row.claim_end):
-        return None
-    if not any(method in spec["claim_methods"] for method in CLAIMABLE_METHODS):
-        return None  # which products may show an auto-only coupon: see offered_on
-    if row.stock_total is not None and row.issued >= row.stock_total:
-        return None
-    if row.daily_limit is not None and facts.daily_issued >= row.daily_limit:
-        return None
-    if signed_in:
-        if facts.held >= row.per_user_limit or wallet_full:
+        if signed_in:
+            if held >= self.per_user_limit or wallet_full:
+                return None
+            if self.needs_member and audience_refusal(self.spec, member) is not None:
+                return None
+        elif not self.audience_all:
             return None
-        if audience_refusal(spec, member) is not None:
-            return None
-    elif spec["audience"]["type"] != "all" or spec.get("new_member_exclusive"):
-        return None
-    expires = usable_at_once(spec, now)
-    if expires is None:
-        return None
-    return candidate_from(row.id, spec, needs_claim=True, coupon_id=None, expires_at=expires)
+        if self.relative is not None:
+            return candidate_from(
+                self.template_id,
+                self.spec,
+                needs_claim=True,
+                coupon_id=None,
+                expires_at=now + self.relative,
+            )
+        if self.fixed is None or not (self.fixed[0] <= now < self.fixed[1]):
+            return None  # usable only days after the claim, or outside its window now
+        if self._fixed_candidate is None:
+            self._fixed_candidate = candidate_from(
+                self.template_id,
+                self.spec,
+                needs_claim=True,
+                coupon_id=None,
+                expires_at=self.fixed[1],
+            )
+        return self._fixed_candidate
 
 
 def offered_on(candidate: Candidate, spec: dict[str, Any], product: Any) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import select
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.coupons.counts import issued_on
 from bff.db import tables
-from widgets.coupon_price.core import CLAIMABLE_METHODS
+from widgets.coupon_price.core import CLAIMABLE_METHODS, Offer
 
 P = tables.products
 T = tables.coupon_templates
@@ -61,6 +62,11 @@ class ShopFacts:
     specs: dict[int, dict[str, Any]] = field(default_factory=dict)
     products: dict[str, Any] = field(default_factory=dict)  # id -> row, None if not in the shop
     live: dict[tuple[str, str], Any] = field(default_factory=dict)  # (room, product) -> row|None
+
+    @cached_property
+    def offers(self) -> tuple[Offer, ...]:
+        """``claimable`` with what decides a to-claim candidate made once (core.Offer)."""
+        return tuple(Offer(row, self.daily.get(row.id, 0)) for row in self.claimable)
 
     def missing_products(self, product_ids: Iterable[str]) -> list[str]:
         return [pid for pid in product_ids if pid not in self.products]
@@ -97,7 +103,7 @@ async def read_shop_facts(
         and (row.stock_total is None or row.issued < row.stock_total)
     ]
     daily = await issued_on(conn, [row.id for row in offered], day)
-    # Sold out (for good or for today) as read: claimable_candidate would refuse it for
+    # Sold out (for good or for today) as read: Offer.candidate would refuse it for
     # everyone on every request until the entry is read again.
     claimable = tuple(
         row for row in offered if row.daily_limit is None or daily.get(row.id, 0) < row.daily_limit

@@ -44,9 +44,7 @@ from bff.redemption.locks import effective_status
 from bff.versions import UserVersions
 from config.loader import Settings
 from widgets.coupon_price.core import (
-    TemplateFacts,
     candidate_from,
-    claimable_candidate,
     line_for,
     live_status,
     offered_on,
@@ -538,22 +536,19 @@ class PriceService:
             data.claim_room = max(self.settings.wallet.max_unused_per_shop - user.unused, 0)
         wallet_full = data.claim_room == 0
         held_counts = user.held_counts if user is not None else {}
-        for row in shop.claimable:
-            held = held_counts.get(row.id, 0)
-            if signed_in and held >= row.per_user_limit:
-                continue  # the commonest refusal, and the cheapest (claimable_candidate's too)
-            if user is not None and user.took_exclusive and row.spec.get("new_member_exclusive"):
+        member = user.member if user is not None else None
+        took_exclusive = user is not None and user.took_exclusive
+        for offer in shop.offers:
+            held = held_counts.get(offer.template_id, 0)
+            if signed_in and held >= offer.per_user_limit:
+                continue  # the commonest refusal, and the cheapest (Offer.candidate's too)
+            if took_exclusive and offer.exclusive:
                 continue  # one new-member exclusive per member, ever
-            facts = TemplateFacts(row, shop.daily.get(row.id, 0), held)
-            candidate = claimable_candidate(
-                facts,
-                now,
-                signed_in=signed_in,
-                member=user.member if user is not None else None,
-                wallet_full=wallet_full,
+            candidate = offer.candidate(
+                now, signed_in=signed_in, held=held, member=member, wallet_full=wallet_full
             )
             if candidate is not None:
-                data.claimable.append((candidate, row.spec))
+                data.claimable.append((candidate, offer.spec))
 
 
 def quote_view(quote: Quote) -> dict[str, Any]:

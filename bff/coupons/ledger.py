@@ -49,6 +49,11 @@ commit, and a Redis flush at any moment only removes them (the next claim of
 that user goes to the database). A writer that rolls back after writing them
 leaves them too high, which is safe: they are only ever used to say "below".
 
+New users, without their facts. A user the gate has no facts for is refused
+in the gate too when the shop's holders filter (written by this ledger before
+each commit, next to the facts; :mod:`bff.coupons.holders`) shows they never
+held a coupon of the shop: nothing before stock can apply to them.
+
 Many processes may share one database: the row lock, not process memory,
 orders them. Deadlocks and lock timeouts are retried whole by
 :meth:`bff.db.engine.Database.transaction`.

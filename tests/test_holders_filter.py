@@ -31,7 +31,7 @@ from bff.gate.memory import MemoryGate
 from bff.gate.redis import _HOLDERS_PROBE, RedisGate
 from bff.keys import DB, GATE, HOLDERS, LEDGER
 from config.loader import RedisSettings
-from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings
+from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings, template_body
 from tests.helpers import (
     claim,
     claim_ok,
@@ -42,6 +42,7 @@ from tests.helpers import (
     shop_url,
     statements,
 )
+from tests.test_wallet_and_codes import claim_by_code, import_ok
 
 # Long enough that no local cache runs out in the middle of a test on a slow machine.
 STEADY = {"template_cache_seconds": 600.0, "sold_out_seconds": 600.0}
@@ -173,6 +174,15 @@ async def got_coupon(client: TestClient, clock: Any, merchant: dict[str, str], a
     elif how == "grant":
         other = await create_template(client, clock, merchant)
         await grant_ok(client, merchant, other["id"], ["holder"])
+    elif how == "code":
+        body = template_body(clock, codes={"type": "imported"}, claim_methods=["code"])
+        del body["stock"]
+        other = await expect(
+            await client.post(shop_url("/admin/coupon-templates"), json=body, headers=merchant),
+            HTTPStatus.CREATED,
+        )
+        await import_ok(client, merchant, other["id"], "CODE-H\n")
+        await expect(await claim_by_code(client, holder, "CODE-H"), HTTPStatus.CREATED)
     elif how == "gift_pack":
         other = await create_template(client, clock, merchant, claim_methods=["gift_pack"])
         pack = {
@@ -223,7 +233,7 @@ async def got_coupon(client: TestClient, clock: Any, merchant: dict[str, str], a
         await expect(response, HTTPStatus.CREATED)
 
 
-@pytest.mark.parametrize("how", ["claim", "grant", "gift_pack", "points"])
+@pytest.mark.parametrize("how", ["claim", "code", "grant", "gift_pack", "points"])
 async def test_a_holder_with_a_full_wallet_hears_wallet_full(
     client_with, clock, merchant, auth, how
 ):
@@ -257,6 +267,36 @@ async def test_a_retry_of_a_claim_that_succeeded_is_replayed(steady, clock, merc
         await claim(steady, user, template["id"], request_id="r-1"), HTTPStatus.CREATED
     )
     assert again["replayed"] is True and again["coupon"] == first["coupon"]
+
+
+async def test_a_flash_claim_with_a_valid_filter_issues_exactly_the_stock(
+    client_with, clock, merchant, auth
+):
+    client = await client_with(claim=STEADY, risk={"user_claims_per_minute": 0})
+    template = await create_template(
+        client, clock, merchant, stock={"type": "limited", "total": 10}
+    )
+    assert await client.app[HOLDERS].rebuild("s1") is True
+    users = [f"f{n}" for n in range(60)]
+    # Each user twice at once, then everyone again: the second wave meets a template known
+    # sold out, holders (facts dropped) and new users mixed.
+    first = await asyncio.gather(
+        *(code_of(client, auth("user", sub=u), template["id"]) for u in users + users)
+    )
+    assert first.count("201") == 10
+    assert set(first) <= {"201", "SOLD_OUT", "LIMIT_REACHED"}
+    winners = {u for u, c in zip(users + users, first, strict=True) if c == "201"}
+    assert len(winners) == 10
+    await forget_facts(client, *users)
+    second = await asyncio.gather(
+        *(code_of(client, auth("user", sub=u), template["id"]) for u in users)
+    )
+    assert second == ["LIMIT_REACHED" if u in winners else "SOLD_OUT" for u in users]
+    stored = await expect(
+        await client.get(shop_url(f"/admin/coupon-templates/{template['id']}"), headers=merchant),
+        HTTPStatus.OK,
+    )
+    assert (stored["issued"], stored["remaining"]) == (10, 0)
 
 
 # --- a lost filter -----------------------------------------------------------------------------

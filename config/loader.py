@@ -431,6 +431,13 @@ def validate(settings: Settings) -> None:
         raise ConfigError("cache.user_facts_max_age_seconds must be >= 0")
     if settings.wallet.max_unused_per_shop < 1:
         raise ConfigError("wallet.max_unused_per_shop must be at least 1")
+    claim = settings.claim
+    if not 0 <= claim.holders_users <= 100_000_000:
+        raise ConfigError("claim.holders_users must be 0 (off) to 100000000")
+    if not 0 < claim.holders_error < 1:
+        raise ConfigError("claim.holders_error must be more than 0 and less than 1")
+    if claim.holders_ttl_seconds < 60:
+        raise ConfigError("claim.holders_ttl_seconds must be at least 60")
     risk = settings.risk
     if risk.engine != "rules" and ":" not in risk.engine:
         raise ConfigError("risk.engine must be 'rules' or 'module:Class'")

@@ -132,6 +132,20 @@ async def test_two_rebuilds_at_once_build_one_filter(steady, clock, merchant, au
     assert await might_hold(steady.app[GATE], "first")
 
 
+async def test_a_failed_rebuild_leaves_no_building_mark(steady, clock, merchant, auth, monkeypatch):
+    await sold_out_template(steady, clock, merchant, auth)
+    holders = steady.app[HOLDERS]
+
+    async def broken(*_args: Any) -> Any:
+        raise RuntimeError("the scan failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(holders, "_chunk", broken)
+        assert await holders.rebuild("s1") is False
+    assert await steady.app[GATE].holders_state(KEY) is None  # a claim may start another
+    assert await holders.rebuild("s1") is True
+
+
 async def test_over_the_rate_limit_a_new_user_is_refused_without_the_database(
     client_with, clock, merchant, auth
 ):

@@ -47,6 +47,7 @@ filtered out by the coupons read, so the filter holds holders only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import string
@@ -155,6 +156,16 @@ class Holders:
         token = "".join(secrets.choice(_ALPHABET) for _ in range(TOKEN_CHARS))
         if not await self.gate.holders_start(key, token, self.bits, self.hashes, BUILDING_SECONDS):
             return False  # another process builds it, or it is there
+        try:
+            return await self._scan(shop_id, key, token)
+        except BaseException:
+            # Failed (the database, a deadline) or cancelled: drop the building mark, so a
+            # later claim can start again instead of waiting for it to lapse.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.gate.holders_mark(key, token, "", BUILDING_SECONDS))
+            raise
+
+    async def _scan(self, shop_id: str, key: str, token: str) -> bool:
         after = ""
         while True:
             users, last = await self.db.transaction(

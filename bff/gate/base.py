@@ -193,7 +193,8 @@ class Gate(Protocol):
 
     async def holders_mark(self, key: str, token: str, state: str, ttl: int) -> bool:
         """Set a building filter owned by ``token`` to ``state`` (``B``: still building,
-        ``V``: valid) with a new TTL; False if it is no longer there or not ours."""
+        ``V``: valid; empty: delete it) with a new TTL; False if it is no longer there or
+        not ours."""
         ...
 
     async def holders_state(self, key: str) -> str | None:

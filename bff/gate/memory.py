@@ -170,6 +170,9 @@ class MemoryGate:
         holders = self._get(key)
         if holders is None or holders.state != "B" or holders.token != token:
             return False
+        if not state:
+            del self._data[key]
+            return True
         holders.state = state
         self._put(key, holders, ttl)
         return True

@@ -161,11 +161,16 @@ HOLDERS_START = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
 """
-# A building filter of this token (ARGV[1]) gets state ARGV[2] and TTL ARGV[3].
+# A building filter of this token (ARGV[1]) gets state ARGV[2] and TTL ARGV[3]; an empty
+# state deletes it (its build failed: the next claim may start another at once).
 HOLDERS_MARK = (
     _HOLDERS_HEAD
     + """
 if s ~= 'B' or string.sub(h, 2, 16) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
 redis.call('SETRANGE', KEYS[1], 0, ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1

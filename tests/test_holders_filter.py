@@ -160,15 +160,25 @@ async def test_over_the_rate_limit_a_new_user_is_refused_without_the_database(
 
 
 # --- holders are never refused for stock first ------------------------------------------------
-@pytest.mark.parametrize("how", ["claim", "grant"])
+POINTS_BENEFIT = {"type": "threshold", "amount_off": 5500, "threshold": 29900}
+METHODS = {"claim": ["widget"], "grant": ["widget"], "gift_pack": ["widget", "gift_pack"]}
+
+
+# Not "points": a points template cannot also be claimed free (the points policy wants it
+# stronger than every free coupon, itself included); its holders are in the WALLET_FULL test.
+@pytest.mark.parametrize("how", ["claim", "grant", "gift_pack"])
 async def test_a_holder_at_the_limit_hears_limit_reached(steady, clock, merchant, auth, how):
-    template = await create_template(steady, clock, merchant, stock={"type": "limited", "total": 2})
+    template = await create_template(
+        steady,
+        clock,
+        merchant,
+        stock={"type": "limited", "total": 2},
+        benefit=POINTS_BENEFIT,
+        claim_methods=METHODS[how],
+    )
     assert await steady.app[HOLDERS].rebuild("s1") is True  # valid before the coupon
     holder = auth("user", sub="holder")
-    if how == "claim":
-        await claim_ok(steady, holder, template["id"])
-    else:
-        await grant_ok(steady, merchant, template["id"], ["holder"])
+    await got_coupon(steady, clock, merchant, auth, how, template)
     await claim_ok(steady, auth("user", sub="other"), template["id"])  # sells it out
     await forget_facts(steady, "holder")  # the writer's add keeps the filter right
     assert await code_of(steady, holder, template["id"]) == "LIMIT_REACHED"
@@ -179,15 +189,26 @@ async def test_a_holder_at_the_limit_hears_limit_reached(steady, clock, merchant
     assert await code_of(steady, auth("user", sub="new"), template["id"]) == "SOLD_OUT"
 
 
-async def got_coupon(client: TestClient, clock: Any, merchant: dict[str, str], auth: Any, how: str):
-    """Give ``holder`` one coupon of a template of the shop the way ``how`` says."""
+async def got_coupon(
+    client: TestClient,
+    clock: Any,
+    merchant: dict[str, str],
+    auth: Any,
+    how: str,
+    template: dict[str, Any] | None = None,
+) -> None:
+    """Give ``holder`` one coupon the way ``how`` says: of ``template``, or of a new one."""
     holder = auth("user", sub="holder")
+
+    async def made(**overrides: Any) -> dict[str, Any]:
+        if template is not None:
+            return template
+        return await create_template(client, clock, merchant, **overrides)
+
     if how == "claim":
-        other = await create_template(client, clock, merchant)
-        await claim_ok(client, holder, other["id"])
+        await claim_ok(client, holder, (await made())["id"])
     elif how == "grant":
-        other = await create_template(client, clock, merchant)
-        await grant_ok(client, merchant, other["id"], ["holder"])
+        await grant_ok(client, merchant, (await made())["id"], ["holder"])
     elif how == "code":
         body = template_body(clock, codes={"type": "imported"}, claim_methods=["code"])
         del body["stock"]
@@ -198,7 +219,7 @@ async def got_coupon(client: TestClient, clock: Any, merchant: dict[str, str], a
         await import_ok(client, merchant, other["id"], "CODE-H\n")
         await expect(await claim_by_code(client, holder, "CODE-H"), HTTPStatus.CREATED)
     elif how == "gift_pack":
-        other = await create_template(client, clock, merchant, claim_methods=["gift_pack"])
+        other = await made(claim_methods=["gift_pack"])
         pack = {
             "kind": "new_member",
             "name": "新会员礼包",
@@ -218,13 +239,7 @@ async def got_coupon(client: TestClient, clock: Any, merchant: dict[str, str], a
         )
         await expect(response, HTTPStatus.CREATED)
     else:
-        other = await create_template(
-            client,
-            clock,
-            merchant,
-            benefit={"type": "threshold", "amount_off": 5500, "threshold": 29900},
-            claim_methods=["points"],
-        )
+        other = await made(benefit=POINTS_BENEFIT, claim_methods=["points"])
         offer = await expect(
             await client.post(
                 shop_url("/admin/exchange-offers"),

@@ -180,6 +180,9 @@ class CacheSettings:
     # An entry is read again after this long whatever its version says: the bound on a
     # stale price should a writer's bump be lost (the gate down right after a commit).
     user_facts_max_age_seconds: float = 60.0
+    # Best quotes per process by the shape of their input (bff.pricing.engine.QuoteMemo):
+    # exact, so only a bound on memory (entries of a few KB; 0: off).
+    quote_memo_entries: int = 2048
 
 
 @dataclass(frozen=True)
@@ -427,6 +430,8 @@ def validate(settings: Settings) -> None:
     cache = settings.cache
     if cache.user_facts_entries < 0 or cache.user_facts_bytes < 0:
         raise ConfigError("cache.user_facts_entries and cache.user_facts_bytes must be >= 0")
+    if cache.quote_memo_entries < 0:
+        raise ConfigError("cache.quote_memo_entries must be >= 0")
     if cache.user_facts_max_age_seconds < 0:
         raise ConfigError("cache.user_facts_max_age_seconds must be >= 0")
     if settings.wallet.max_unused_per_shop < 1:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bff.pricing import engine
 from bff.pricing.engine import (
     Candidate,
     Line,
+    QuoteMemo,
     apportion,
     best_quote,
     evaluate,
 )
 from tests import pricing_oracle as oracle
+from tests.test_pricing_rules import candidate_lists, carts
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 SHOP = {"type": "shop"}
@@ -233,12 +237,148 @@ def test_the_cut_walk_equals_the_oracle_on_many_stacking_coupons(case):
 def test_one_coupon_alone_pays_what_applying_it_leaves(data):
     """engine._alone (the closed form best_quote prices each coupon alone with) equals
     applying the coupon with its splits (engine._run), on every line of every cart."""
-    from bff.pricing import engine
-    from tests.test_pricing_rules import candidate_lists, carts
-
     lines = data.draw(carts())
     base = engine._Prices(lines, frozenset())
     for candidate in data.draw(candidate_lists(lines)):
         coupon = engine._prepare(candidate, lines)
         run = engine._run(lines, [coupon], strict=False)
         assert engine._alone(lines, base, coupon) == (None if run is None else sum(run[1]))
+
+
+# --- the memo of best quotes by shape -----------------------------------------------------------
+def _quote_facts(quote):
+    return (
+        quote.payable,
+        quote.total,
+        quote.lines,
+        [(a.candidate.key, a.candidate.coupon_id, a.discount, a.shares) for a in quote.coupons],
+    )
+
+
+@settings(
+    max_examples=int(os.environ.get("PRICING_EXAMPLES", "300")),
+    deadline=None,
+    derandomize=True,
+)
+@given(st.data())
+def test_a_remembered_quote_is_the_quote_the_engine_finds(data):
+    """Another shopper's coupons of the same templates (the benefit and scope objects
+    shared, as the shop's specs are): new keys and coupon ids, and expiries moved
+    together or drawn anew. With the memo the answer is what the engine finds without
+    it, every time."""
+    lines = data.draw(carts())
+    candidates = data.draw(candidate_lists(lines))
+    room = data.draw(st.one_of(st.none(), st.integers(0, 3)))
+    # "same": every expiry moved by the same time (the same shape: the memo answers);
+    # "near": the same keys, some coupons still to claim or not, expiries drawn anew
+    # (some shapes equal by chance, most not); "other": keys drawn anew as well.
+    mode = data.draw(st.sampled_from(["same", "near", "other"]))
+    twin = []
+    for n, candidate in enumerate(candidates):
+        needs_claim = candidate.needs_claim
+        if mode == "same":
+            expires = candidate.expires_at and candidate.expires_at + timedelta(days=17)
+        else:
+            days = data.draw(st.one_of(st.none(), st.integers(0, 3)))
+            expires = None if days is None else NOW + timedelta(minutes=days)
+            if data.draw(st.integers(0, 3)) == 0:
+                needs_claim = not needs_claim
+        key = "z" + candidate.key if mode != "other" else f"o{data.draw(st.integers(0, 99))}-{n}"
+        twin.append(
+            replace(
+                candidate,
+                key=key,
+                needs_claim=needs_claim,
+                coupon_id=None if needs_claim else 10_000 + n,
+                expires_at=expires,
+            )
+        )
+    memo = QuoteMemo(entries=8)
+    first = best_quote(lines, candidates, max_to_claim=room, memo=memo)
+    assert _quote_facts(first) == _quote_facts(best_quote(lines, candidates, max_to_claim=room))
+    if mode != "same":  # the wallet's room may differ too
+        room = data.draw(st.one_of(st.none(), st.integers(0, 3)))
+    second = best_quote(lines, twin, max_to_claim=room, memo=memo)
+    assert _quote_facts(second) == _quote_facts(best_quote(lines, twin, max_to_claim=room))
+    if mode == "same":
+        assert memo.hits == 1
+
+
+def test_the_memo_keeps_at_most_its_entries():
+    memo = QuoteMemo(entries=3)
+    for n in range(10):
+        line = Line(f"p{n}", 1, 1000)
+        best_quote([line], [coupon("a", off(100))], memo=memo)
+    assert len(memo) == 3 and memo.misses == 10
+    best_quote(
+        [Line("p9", 1, 1000)], [coupon("b", off(100), template=hash("a") % 10_000)], memo=memo
+    )
+    assert memo.hits == 0  # another benefit object: another shape
+
+
+@settings(
+    max_examples=int(os.environ.get("PRICING_EXAMPLES", "300")) // 3,
+    deadline=None,
+    derandomize=True,
+)
+@given(st.data())
+def test_many_shoppers_through_one_memo_get_the_engines_answers(data):
+    """Requests from a small space (two carts, four templates whose spec objects every
+    request shares, coupons held or to claim, few expiries, a few wallet rooms), so
+    that shapes meet often: every answer through one memo is the engine's own."""
+    carts_ = [data.draw(carts()) for _ in range(2)]
+    pool = data.draw(candidate_lists(carts_[0]))
+    templates = {c.template_id: c for c in pool}
+    if not templates:
+        return
+    memo = QuoteMemo(entries=64)
+    for n in range(30):
+        lines = carts_[data.draw(st.integers(0, 1))]
+        room = data.draw(st.sampled_from([None, 0, 1, 2]))
+        chosen = data.draw(st.lists(st.sampled_from(sorted(templates)), min_size=1, max_size=6))
+        candidates = []
+        for k, template_id in enumerate(chosen):
+            needs_claim = data.draw(st.booleans())
+            minutes = data.draw(st.sampled_from([None, 0, 1, 2]))
+            candidates.append(
+                replace(
+                    templates[template_id],
+                    key=f"r{n}-{k}",
+                    needs_claim=needs_claim,
+                    coupon_id=None if needs_claim else 100 * n + k,
+                    expires_at=None if minutes is None else NOW + timedelta(minutes=minutes),
+                )
+            )
+        got = best_quote(lines, candidates, max_to_claim=room, memo=memo)
+        assert _quote_facts(got) == _quote_facts(best_quote(lines, candidates, max_to_claim=room))
+
+
+def test_the_memo_tells_coupons_to_claim_and_the_wallets_room_apart():
+    """Shapes that differ only in what random requests rarely meet: which coupons are
+    still to claim (fewer to claim wins a tie), and the wallet's room."""
+    memo = QuoteMemo()
+    lines = [Line("p1", 1, 1000)]
+    a, b, c = off(100), off(100), off(200)
+
+    def request(claim: bool, room: int | None = None) -> set[int]:
+        candidates = [
+            coupon("a", a, template=1, stack=True, claim=claim, days=1),
+            coupon("b", b, template=2, stack=True, claim=claim, days=1),
+            coupon("c", c, template=3, claim=claim, days=2),
+        ]
+        quote = best_quote(lines, candidates, max_to_claim=room, memo=memo)
+        assert _quote_facts(quote) == _quote_facts(best_quote(lines, candidates, max_to_claim=room))
+        return {applied.candidate.template_id for applied in quote.coupons}
+
+    # A + B and C both pay 800: held, the earlier expiry wins; to claim, fewer to claim.
+    assert request(claim=False) == {1, 2}
+    assert request(claim=True) == {3}
+    # Room for one coupon to claim: C alone, whatever was remembered with more room.
+    assert request(claim=True, room=5) == {3}
+    memo.clear()
+    stacking = [
+        coupon(k, off(100 * n), template=n, stack=True, claim=True) for n, k in ((1, "x"), (2, "y"))
+    ]
+    both = best_quote(lines, stacking, max_to_claim=2, memo=memo)
+    one = best_quote(lines, stacking, max_to_claim=1, memo=memo)
+    assert both.payable == 700 and one.payable == 800

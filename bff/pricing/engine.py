@@ -52,6 +52,7 @@ best. Measured by ``bench/pricing_engine.py``.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -510,39 +511,59 @@ def _preference(candidate: Candidate) -> tuple[bool, float, str]:
 
 
 def best_quote(
-    lines: Sequence[Line], candidates: Iterable[Candidate], *, max_to_claim: int | None = None
+    lines: Sequence[Line],
+    candidates: Iterable[Candidate],
+    *,
+    max_to_claim: int | None = None,
+    memo: QuoteMemo | None = None,
 ) -> Quote:
     """The best combination of ``candidates`` for ``lines`` (possibly no coupon).
 
     ``max_to_claim``: at most this many coupons still to be claimed (the room left in
-    the wallet); None for no limit."""
+    the wallet); None for no limit. ``memo``: answers found before for inputs of the
+    same shape (:class:`QuoteMemo`); the answer is the same with or without it."""
     claims_left = math.inf if max_to_claim is None else max_to_claim
-    # The highest each line can cost: a threshold not met there is never met.
-    highest = [max(line.list_price, line.promo_price or 0) * line.quantity for line in lines]
-    representatives: dict[int, _Coupon | None] = {}
+    # One coupon stands for each template (the first by preference: held, expiring
+    # first, lowest key); a coupon still to claim only while the wallet has room.
+    representatives: dict[int, Candidate] = {}
     for candidate in sorted(candidates, key=_preference):
         if candidate.needs_claim and claims_left < 1:
             continue
         if candidate.template_id not in representatives:
-            coupon = _prepare(candidate, lines)
-            threshold = coupon.threshold or 0
-            usable = coupon.indexes and sum(highest[i] for i in coupon.indexes) >= threshold
-            representatives[candidate.template_id] = coupon if usable else None
+            representatives[candidate.template_id] = candidate
+    standing = list(representatives.values())
+    if memo is None:
+        return _best(lines, standing, claims_left)
+    key = memo.key(lines, claims_left, standing)
+    found = memo.get(key)
+    if found is not None:
+        return found.quote_for(standing)
+    quote = _best(lines, standing, claims_left)
+    memo.put(key, _Remembered(quote, standing))
+    return quote
+
+
+def _best(lines: Sequence[Line], standing: list[Candidate], claims_left: float) -> Quote:
+    """:func:`best_quote` over the coupons that stand for their templates."""
+    # The highest each line can cost: a threshold not met there is never met.
+    highest = [max(line.list_price, line.promo_price or 0) * line.quantity for line in lines]
     empty = _quote(lines, [], strict=False)
     assert empty is not None
     base = _Prices(lines, frozenset())
     best_rank, best = empty.rank, ()
     stacking: list[_Coupon] = []
-    for coupon in representatives.values():
-        if coupon is None:
+    for candidate in standing:
+        coupon = _prepare(candidate, lines)
+        threshold = coupon.threshold or 0
+        if not coupon.indexes or sum(highest[i] for i in coupon.indexes) < threshold:
             continue
-        if coupon.candidate.with_other_coupons:
+        if candidate.with_other_coupons:
             stacking.append(coupon)
             continue
         payable = _alone(lines, base, coupon)
         if payable is None or payable >= empty.payable or payable > best_rank[0]:
             continue
-        rank = _rank(payable, [coupon.candidate])
+        rank = _rank(payable, [candidate])
         if rank < best_rank:
             best_rank, best = rank, (coupon,)
     if stacking:
@@ -554,6 +575,105 @@ def best_quote(
     quote = _quote(lines, best, strict=False)
     assert quote is not None
     return quote
+
+
+class _Remembered:
+    """A best quote and the coupons that stood for their templates when it was found."""
+
+    __slots__ = ("positions", "quote", "specs")
+
+    def __init__(self, quote: Quote, standing: list[Candidate]) -> None:
+        self.quote = quote
+        where = {id(c): k for k, c in enumerate(standing)}
+        self.positions = tuple(where[id(a.candidate)] for a in quote.coupons)
+        # The key names benefits and scopes by identity: holding them keeps those
+        # identities from being reused by other objects while the entry lives.
+        self.specs = [(c.benefit, c.scope) for c in standing]
+
+    def quote_for(self, standing: list[Candidate]) -> Quote:
+        """The same quote with this request's coupons in the places of the first's."""
+        quote = self.quote
+        chosen = [standing[k] for k in self.positions]
+        coupons = tuple(
+            AppliedCoupon(candidate, applied.discount, applied.shares)
+            for candidate, applied in zip(chosen, quote.coupons, strict=True)
+        )
+        return Quote(
+            quote.lines,
+            coupons,
+            quote.total,
+            quote.discount,
+            quote.payable,
+            _rank(quote.payable, chosen),
+        )
+
+
+class QuoteMemo:
+    """Best quotes by the shape of their input, bounded (least recently used goes).
+
+    Exact, by what :func:`_best` reads of its coupons (one standing for each template):
+    the lines, the wallet's room, and per coupon its template, benefit and scope, its
+    stacking flags, whether it is still to claim, and its expiry only by comparison
+    (the earliest expiry of a combination breaks ties between combinations; which
+    coupon stands for a template was decided before). Keys and coupon ids never enter
+    a decision: every combination is one of templates, so two combinations never tie
+    on everything before the coupons' own keys. So two inputs of one shape (the same
+    keys here, with expiries replaced by their order) get the same combination, by
+    position, and the same sums and shares; only the coupons differ, and the answer
+    is rebuilt with the new ones. A product page of many shoppers holding coupons of
+    the same templates is one shape. Benefits and scopes are named by identity (specs
+    are parsed once per shop read and never changed in place); the entry holds them.
+    """
+
+    def __init__(self, entries: int = 2048) -> None:
+        self.entries = entries
+        self._kept: OrderedDict[tuple[Any, ...], _Remembered] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @staticmethod
+    def key(
+        lines: Sequence[Line], claims_left: float, standing: list[Candidate]
+    ) -> tuple[Any, ...]:
+        order = {expiry: k for k, expiry in enumerate(sorted({c.expiry for c in standing}))}
+        return (
+            tuple(lines),
+            claims_left,
+            tuple(
+                (
+                    c.template_id,
+                    id(c.benefit),
+                    id(c.scope),
+                    c.with_store_promotions,
+                    c.with_other_coupons,
+                    c.needs_claim,
+                    order[c.expiry],
+                )
+                for c in standing
+            ),
+        )
+
+    def get(self, key: tuple[Any, ...]) -> _Remembered | None:
+        found = self._kept.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._kept.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[Any, ...], value: _Remembered) -> None:
+        if self.entries <= 0:
+            return
+        self._kept[key] = value
+        if len(self._kept) > self.entries:
+            self._kept.popitem(last=False)
+
+    def clear(self) -> None:
+        self._kept.clear()
 
 
 class _Search:

@@ -34,6 +34,7 @@ from bff.pricing.engine import (
     Line,
     NotApplicable,
     Quote,
+    QuoteMemo,
     allowed,
     best_quote,
     evaluate,
@@ -124,6 +125,8 @@ class PriceService:
             versions.listeners.append(self.users.drop)
         self.max_age = timedelta(seconds=cache.user_facts_max_age_seconds)
         self._gate_paused_until = 0.0
+        # Best quotes by the shape of their input: exact, bounded (bff.pricing.engine).
+        self.quotes = QuoteMemo(cache.quote_memo_entries) if cache.quote_memo_entries else None
 
     # --- public operations --------------------------------------------------------------------
     async def product(
@@ -213,7 +216,7 @@ class PriceService:
         ]
         held = [self._held_candidate(coupon, spec) for coupon, spec in data.held]
         if coupon_ids is None:
-            return best_quote(lines, held)
+            return best_quote(lines, held, memo=self.quotes)
         return await self._chosen(conn, shop_id, user_id, lines, held, coupon_ids)
 
     async def auto_claim_templates(self, shop_id: str, product_id: str) -> list[int]:
@@ -260,7 +263,8 @@ class PriceService:
             data.held_candidates = [self._held_candidate(c, spec) for c, spec in data.held]
         offered = (c for c, spec in data.claimable if offered_on(c, spec, product))
         candidates = [*data.held_candidates, *offered]
-        return price_view(line, best_quote([line], candidates, max_to_claim=data.claim_room))
+        quote = best_quote([line], candidates, max_to_claim=data.claim_room, memo=self.quotes)
+        return price_view(line, quote)
 
     def _exclusive(self, data: PricingData, product: Any) -> int | None:
         live = data.live.get(product.product_id)

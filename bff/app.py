@@ -25,6 +25,7 @@ from bff.clock import Clock, SystemClock
 from bff.coupons.claims import ClaimService
 from bff.coupons.codes import CodeService
 from bff.coupons.grants import GrantService
+from bff.coupons.holders import Holders
 from bff.coupons.ledger import Ledger
 from bff.coupons.risk import build_risk_engine
 from bff.coupons.templates import TemplateService
@@ -48,6 +49,7 @@ from bff.keys import (
     EXCHANGE_OFFERS,
     GATE,
     GRANTS,
+    HOLDERS,
     IDENTITY,
     INVALIDATOR,
     LEDGER,
@@ -214,6 +216,17 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     db.after_commit = versions.bump
     templates = TemplateService(db, clock, settings.shop.default_claim_page)
+    # The shops' holders filters: like the versions, only where one gate serves every
+    # process (another worker's gate would miss this one's holders).
+    holders = Holders(
+        db,
+        gate,
+        enabled=bool(settings.redis.url) or settings.server.workers == 1,
+        users=settings.claim.holders_users,
+        error=settings.claim.holders_error,
+        ttl_seconds=settings.claim.holders_ttl_seconds,
+    )
+    app[HOLDERS] = holders
     ledger = Ledger(
         db,
         clock,
@@ -224,6 +237,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         batch_max=settings.claim.batch_max,
         sold_out_seconds=settings.claim.sold_out_seconds,
         facts_ttl_seconds=settings.claim.idempotency_ttl_seconds,
+        holders=holders,
     )
     wallet = WalletService(
         db,
@@ -285,6 +299,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await listener
         await ledger.close()
+        await holders.close()
         db.after_commit = None
         await versions.close()
 

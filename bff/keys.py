@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bff.coupons.claims import ClaimService
     from bff.coupons.codes import CodeService
     from bff.coupons.grants import GrantService
+    from bff.coupons.holders import Holders
     from bff.coupons.ledger import Ledger
     from bff.coupons.templates import TemplateService
     from bff.coupons.wallet import WalletService
@@ -52,6 +53,7 @@ TEMPLATES: web.AppKey[TemplateService] = web.AppKey("templates")
 PRODUCTS: web.AppKey[ProductService] = web.AppKey("products")
 MEMBERS: web.AppKey[MemberService] = web.AppKey("members")
 LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
+HOLDERS: web.AppKey[Holders] = web.AppKey("holders")
 CLAIMS_SERVICE: web.AppKey[ClaimService] = web.AppKey("claims")
 WALLET: web.AppKey[WalletService] = web.AppKey("wallet")
 CODES_SERVICE: web.AppKey[CodeService] = web.AppKey("codes")

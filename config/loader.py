@@ -158,6 +158,12 @@ class ClaimSettings:
     template_cache_seconds: float = 1.0
     # Idempotency replies are kept in the gate this long (the database keeps them for good).
     idempotency_ttl_seconds: int = 86_400
+    # Each shop's holders filter (bff.gate.holders): sized for this many users who ever
+    # held a coupon of the shop, at this false-positive rate (1,000,000 at 0.01: 1.2 MB
+    # per shop); 0 users: off. Kept this long after a rebuild, then rebuilt on demand.
+    holders_users: int = 1_000_000
+    holders_error: float = 0.01
+    holders_ttl_seconds: int = 7 * 86_400
 
 
 @dataclass(frozen=True)
@@ -430,6 +436,13 @@ def validate(settings: Settings) -> None:
         raise ConfigError("cache.user_facts_max_age_seconds must be >= 0")
     if settings.wallet.max_unused_per_shop < 1:
         raise ConfigError("wallet.max_unused_per_shop must be at least 1")
+    claim = settings.claim
+    if not 0 <= claim.holders_users <= 100_000_000:
+        raise ConfigError("claim.holders_users must be 0 (off) to 100000000")
+    if not 0 < claim.holders_error < 1:
+        raise ConfigError("claim.holders_error must be more than 0 and less than 1")
+    if claim.holders_ttl_seconds < 60:
+        raise ConfigError("claim.holders_ttl_seconds must be at least 60")
     risk = settings.risk
     if risk.engine != "rules" and ":" not in risk.engine:
         raise ConfigError("risk.engine must be 'rules' or 'module:Class'")

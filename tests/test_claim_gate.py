@@ -31,7 +31,7 @@ from bff.gate.base import ClaimFacts, FactsCheck, Gate
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
 from bff.idempotency import Reply, run_once
-from bff.keys import GATE
+from bff.keys import GATE, HOLDERS
 from config.loader import RedisSettings
 from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings, template_body
 from tests.helpers import (
@@ -84,6 +84,7 @@ async def test_a_known_user_is_refused_sold_out_without_the_database(steady, clo
     with statements(steady) as first_try:
         assert await code_of(steady, newcomer, template["id"]) == "SOLD_OUT"
     assert first_try, "a user the gate knows nothing of is decided by the database"
+    await steady.app[HOLDERS].idle()  # the holders filter that first try asked for
     with statements(steady) as later:
         for _ in range(5):
             assert await code_of(steady, newcomer, template["id"]) == "SOLD_OUT"
@@ -151,6 +152,7 @@ async def test_daily_sold_out_is_answered_fast_and_ends_with_the_shop_day(
     await claim_ok(steady, auth("user", sub="first"), template["id"])
     late = auth("user", sub="late")
     assert await code_of(steady, late, template["id"]) == "DAILY_SOLD_OUT"
+    await steady.app[HOLDERS].idle()  # the holders filter that claim asked for
     with statements(steady) as seen:
         assert await code_of(steady, late, template["id"]) == "DAILY_SOLD_OUT"
     assert seen == []
@@ -187,6 +189,7 @@ async def test_a_retry_of_a_claim_that_succeeded_is_replayed_after_the_gate_lost
     await client.app[GATE].flush()  # the reply kept for request_id is gone
     # Another claim rebuilds this user's facts (from the database, under their lock).
     assert await code_of(client, user, template["id"]) == "SOLD_OUT"
+    await client.app[HOLDERS].idle()  # the holders filter that claim asked for
     with statements(client) as seen:
         assert await code_of(client, user, template["id"]) == "SOLD_OUT"
     assert seen == []
@@ -329,6 +332,7 @@ async def test_another_process_learns_sold_out_from_the_gate(two, clock):
     user = bearer("known")
     await claim_ok(second, user, plenty["id"])  # the user's facts are in the gate now
     await code_of(second, user, template["id"])  # the second process reads the template
+    await second.app[HOLDERS].idle()  # a holders filter a claim asked for
     with statements(second) as seen:
         assert await code_of(second, user, template["id"]) == "SOLD_OUT"
     assert seen == [], "the second process knew it from the gate's flag"

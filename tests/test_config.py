@@ -113,6 +113,25 @@ def test_bad_values_raise_one_clear_line(tmp_path, environ, fragment):
     assert fragment in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("holders_users = -1", "claim.holders_users"),
+        ("holders_users = 1000000000", "claim.holders_users"),
+        ("holders_error = 0", "claim.holders_error"),
+        ("holders_error = 1.5", "claim.holders_error"),
+        ("holders_ttl_seconds = 5", "claim.holders_ttl_seconds"),
+    ],
+)
+def test_bad_holders_filter_settings_raise_one_clear_line(tmp_path, line, fragment):
+    config = tmp_path / "bff.toml"
+    config.write_text(f"[claim]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"BFF_CONFIG": str(config)}, base_dir=tmp_path)
+    message = str(caught.value)
+    assert fragment in message and "\n" not in message
+
+
 def test_redact_url_hides_passwords():
     assert (
         redact_url("mysql+aiomysql://app:hunter2@db:3306/bff")

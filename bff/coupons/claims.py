@@ -13,8 +13,10 @@ memory, then makes one gate call (:meth:`Gate.claim_begin`) for its
 idempotency marker and the user's rate limit, which also refuses it SOLD_OUT
 (or DAILY_SOLD_OUT) when this process knows the template is out and the
 user's facts in the gate show that neither the per-user limit nor the wallet
-cap comes first (see :mod:`bff.coupons.ledger`). A sold-out storm is then
-answered without the database; everything else goes on to the ledger's batch.
+cap comes first (see :mod:`bff.coupons.ledger`), or the user has no facts and
+the shop's holders filter shows they hold no coupon of the shop at all (see
+:mod:`bff.coupons.holders`: a new user). A sold-out storm is then answered
+without the database; everything else goes on to the ledger's batch.
 Why not zero round trips: the rate limit comes before stock in DOMAIN.md's
 order and is counted across processes, and a retry of a claim that
 succeeded must be replayed, which only the gate (or the database) knows.
@@ -34,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff import fastdump
 from bff.clock import Clock
+from bff.coupons.holders import Holders
 from bff.coupons.ledger import IssueRequest, IssueResult, Ledger
 from bff.coupons.risk import Device, RiskContext, RiskEngine
 from bff.coupons.rules import MemberView, needs_membership, precheck, refuse, shop_day
@@ -140,6 +143,10 @@ class ClaimService:
         self.wallet = wallet
         self.settings = settings
         self.templates = TemplateCache(db, settings.claim.template_cache_seconds)
+        # The ledger's, so that a claim and a write agree on the shops' filters.
+        self.holders = ledger.holders or Holders(
+            db, gate, enabled=False, users=1, error=0.5, ttl_seconds=1
+        )
 
     async def changed(self, template_id: int) -> None:
         """A template's definition or stock changed here (committed): forget it everywhere.
@@ -212,10 +219,15 @@ class ClaimService:
             template.per_user_limit,
             self.settings.wallet.max_unused_per_shop,
             sold_out=code is not None,
+            holders_key=self.holders.key(context.shop_id) if code is not None else None,
+            user_id=context.user_id,
         )
 
         async def begin(key: str, body: str, pending_seconds: int) -> IdemState:
-            return await self.gate.claim_begin(key, body, pending_seconds, rate, check)
+            state = await self.gate.claim_begin(key, body, pending_seconds, rate, check)
+            if state.rebuild:
+                self.holders.rebuild_soon(context.shop_id)
+            return state
 
         async def decided(state: IdemState) -> Reply:
             if state.state == "refused":

@@ -49,6 +49,11 @@ commit, and a Redis flush at any moment only removes them (the next claim of
 that user goes to the database). A writer that rolls back after writing them
 leaves them too high, which is safe: they are only ever used to say "below".
 
+New users, without their facts. A user the gate has no facts for is refused
+in the gate too when the shop's holders filter (written by this ledger before
+each commit, next to the facts; :mod:`bff.coupons.holders`) shows they never
+held a coupon of the shop: nothing before stock can apply to them.
+
 Many processes may share one database: the row lock, not process memory,
 orders them. Deadlocks and lock timeouts are retried whole by
 :meth:`bff.db.engine.Database.transaction`.
@@ -73,6 +78,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bff.clock import Clock
 from bff.coupons.codegen import random_code
 from bff.coupons.counts import exclusive_takers, issued_on
+from bff.coupons.holders import Holders
 from bff.coupons.rules import Refusal, refuse, shop_day
 from bff.coupons.wallet import counts_against_wallet
 from bff.db import tables
@@ -185,8 +191,11 @@ class Ledger:
         batch_max: int,
         sold_out_seconds: float = 1.0,
         facts_ttl_seconds: int = 86400,
+        holders: Holders | None = None,
     ) -> None:
         self.db = db
+        # The shops' holders filters: the users this ledger issues to go in before the commit.
+        self.holders = holders
         self.clock = clock
         self.gate = gate
         self.facts_ttl = facts_ttl_seconds
@@ -592,7 +601,8 @@ class Ledger:
             touch(shop_id, {row["user_id"] for row in rows})
         # The users' facts go to the gate while the database writes; both end before the
         # commit, and a failure of either fails the transaction.
-        facts = asyncio.ensure_future(self._put_facts(_facts(owned, rows, now), shop_id))
+        issued_to = sorted({row["user_id"] for row in rows})
+        facts = asyncio.ensure_future(self._put_facts(_facts(owned, rows, now), shop_id, issued_to))
         inserted: dict[str, Any] = {}
         try:
             if rows:
@@ -654,17 +664,25 @@ class Ledger:
                 owned[row.user_id].append(row)
         return owned
 
-    async def _put_facts(self, facts: dict[str, ClaimFacts], shop_id: str) -> None:
-        """Write each user's facts as this transaction leaves them (see the module doc).
+    async def _put_facts(
+        self, facts: dict[str, ClaimFacts], shop_id: str, issued_to: list[str]
+    ) -> None:
+        """Write each user's facts as this transaction leaves them (see the module doc),
+        and add the users it issues to to the shop's holders filter
+        (:mod:`bff.coupons.holders`).
 
         Called holding the users' wallet locks, before the commit. If the gate cannot
-        take them, the transaction fails: facts left from before it would be too low.
+        take them, the transaction fails: facts left from before it would be too low,
+        and a filter without these users would call them holders of nothing.
         """
+        writes = [
+            self.gate.put_facts(facts_key(shop_id, user), value, self.facts_ttl)
+            for user, value in facts.items()
+        ]
+        if self.holders is not None and issued_to:
+            writes.append(self.holders.add(shop_id, issued_to))
         outcomes = await asyncio.gather(
-            *(
-                self.gate.put_facts(facts_key(shop_id, user), value, self.facts_ttl)
-                for user, value in facts.items()
-            ),
+            *writes,
             return_exceptions=True,  # every write has ended before this returns
         )
         for outcome in outcomes:

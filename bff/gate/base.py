@@ -9,7 +9,11 @@ write, so a gate that lost its keys (restart, FLUSHDB) costs speed, never
 correctness.
 
 Keys carry a hash tag (``{...}``) so that each script touches one slot and
-stays valid on Redis Cluster.
+stays valid on Redis Cluster. Which keys share a slot: a user's idempotency
+markers, rate counters, facts and pricing version (``{shop:user}``); a
+template's sold-out flags (``{tpl:ID}``); a shop's holders filter
+(``{shop}``, alone in its slot: the claim reads it in a script call of its
+own, sent in the same pipeline as ``CLAIM_BEGIN``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class IdemState:
     state: str
     body_hash: str | None = None
     reply: bytes | None = None
+    # The shop's holders filter was not there (lost, or never built): rebuild it.
+    rebuild: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,13 @@ class FactsCheck:
 
     Facts decide only in a gate every process shares (Redis, or the in-process
     gate of a single process): another process's gate would miss this one's claims.
+
+    ``holders_key`` (the shop's holders filter, :mod:`bff.gate.holders`) and
+    ``user_id``: a user with no facts whom a valid filter certainly does not hold
+    holds no coupon of the shop, so nothing DOMAIN.md checks before stock applies
+    (no limit reached, an empty wallet, no earlier claim to replay): ``refused``
+    when ``sold_out``, ``limited_new`` when over the rate limit, exactly as known
+    facts would say. A filter found missing asks for a rebuild (``IdemState.rebuild``).
     """
 
     facts_key: str
@@ -56,6 +69,12 @@ class FactsCheck:
     per_user_limit: int
     wallet_cap: int
     sold_out: bool = True
+    holders_key: str | None = None
+    user_id: str = ""
+
+    def nothing_before_stock(self) -> bool:
+        """A user who holds nothing passes the per-user limit and the wallet cap."""
+        return self.per_user_limit > 0 and self.wallet_cap > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +103,12 @@ def facts_key(shop_id: str, user_id: str) -> str:
 def version_key(shop_id: str, user_id: str) -> str:
     """A user's pricing-facts version (:mod:`bff.versions`), under the user's hash tag."""
     return f"uv:{{{shop_id}:{user_id}}}"
+
+
+def holders_key(shop_id: str) -> str:
+    """A shop's holders filter: one key per shop, in a slot of its own on a cluster (it
+    shares no hash tag with the user's keys, so it is never a key of ``CLAIM_BEGIN``)."""
+    return f"hf:{{{shop_id}}}"
 
 
 def window_key(prefix: str, now: datetime, window_seconds: int) -> tuple[str, int]:
@@ -150,8 +175,30 @@ class Gate(Protocol):
         (``limited_new`` when ``check``'s facts show the claim is not a retry); then
         ``check`` may answer ``refused`` (see :class:`FactsCheck`). None of
         ``limited``, ``limited_new`` and ``refused`` leaves a pending marker.
-        ``rate`` and ``check`` keys share ``key``'s hash tag (the user's).
+        ``rate`` and ``check`` keys share ``key``'s hash tag (the user's), except
+        ``check.holders_key`` (the shop's), which the Redis gate reads in a second
+        script call of the same pipeline.
         """
+        ...
+
+    async def holders_add(self, key: str, users: list[str]) -> None:
+        """Add users to a shop's holders filter if it exists (building or valid); else
+        nothing (a rebuild will find them). The ledger calls it before its commit."""
+        ...
+
+    async def holders_start(self, key: str, token: str, bits: int, hashes: int, ttl: int) -> bool:
+        """Create an empty filter in the ``building`` state owned by ``token`` (expiring
+        after ``ttl`` seconds unless renewed); False if one exists (or filters are off)."""
+        ...
+
+    async def holders_mark(self, key: str, token: str, state: str, ttl: int) -> bool:
+        """Set a building filter owned by ``token`` to ``state`` (``B``: still building,
+        ``V``: valid; empty: delete it) with a new TTL; False if it is no longer there or
+        not ours."""
+        ...
+
+    async def holders_state(self, key: str) -> str | None:
+        """``B``, ``V`` or None (no filter): for tests and operators."""
         ...
 
     async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:

@@ -14,8 +14,20 @@ from collections.abc import Callable
 from typing import Any
 
 from bff.gate.base import ClaimFacts, FactsCheck, IdemState
+from bff.gate.holders import BloomBits
 
 MAX_KEYS = 200_000
+
+
+class _Holders:
+    """A shop's holders filter: its state (``B`` or ``V``), its builder's token, its bits."""
+
+    __slots__ = ("bloom", "state", "token")
+
+    def __init__(self, token: str, bloom: BloomBits) -> None:
+        self.state = "B"
+        self.token = token
+        self.bloom = bloom
 
 
 class MemoryGate:
@@ -25,6 +37,7 @@ class MemoryGate:
         # With several worker processes each has its own gate. Facts it kept would hold only
         # its own batches' claims, and a retry of another worker's claim would be refused,
         # not replayed: so it keeps none (put_facts), and unknown facts decide nothing.
+        # Nor holders filters, for the same reason (holders_start builds none).
         self.only_process = only_process
         self._data: dict[str, tuple[float, Any]] = {}
         self._listeners: dict[str, list[Callable[[str], None]]] = {}
@@ -119,8 +132,17 @@ class MemoryGate:
         unclaimed = (
             check is not None and facts is not None and check.request_key not in facts.claim_keys
         )
+        # No facts, and the shop's valid holders filter shows the user holds nothing.
+        holds_nothing = False
+        rebuild = False
+        if check is not None and facts is None and check.sold_out and check.holders_key:
+            holders = self._get(check.holders_key) if self.only_process else None
+            if holders is None:
+                rebuild = self.only_process
+            elif holders.state == "V" and not holders.bloom.might_hold(check.user_id):
+                holds_nothing = check.nothing_before_stock()
         if rate is not None and not await self.hit(*rate):
-            return IdemState("limited_new" if unclaimed else "limited")
+            return IdemState("limited_new" if unclaimed or holds_nothing else "limited")
         if (
             unclaimed
             and check is not None
@@ -128,10 +150,36 @@ class MemoryGate:
             and check.sold_out
             and facts.held.get(check.template_id, 0) < check.per_user_limit
             and facts.wallet < check.wallet_cap
-        ):
+        ) or holds_nothing:
             return IdemState("refused")
         self._put(key, ("pending", body_hash, None), pending_seconds)
-        return IdemState("new")
+        return IdemState("new", rebuild=rebuild)
+
+    async def holders_add(self, key: str, users: list[str]) -> None:
+        holders = self._get(key)
+        if holders is not None:
+            holders.bloom.add(users)
+
+    async def holders_start(self, key: str, token: str, bits: int, hashes: int, ttl: int) -> bool:
+        if not self.only_process or self._get(key) is not None:
+            return False
+        self._put(key, _Holders(token, BloomBits(bits, hashes)), ttl)
+        return True
+
+    async def holders_mark(self, key: str, token: str, state: str, ttl: int) -> bool:
+        holders = self._get(key)
+        if holders is None or holders.state != "B" or holders.token != token:
+            return False
+        if not state:
+            del self._data[key]
+            return True
+        holders.state = state
+        self._put(key, holders, ttl)
+        return True
+
+    async def holders_state(self, key: str) -> str | None:
+        holders = self._get(key)
+        return None if holders is None else str(holders.state)
 
     async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:
         if self.only_process:

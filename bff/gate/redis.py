@@ -14,6 +14,7 @@ once and its calls retried.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import math
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from bff.gate.base import ClaimFacts, FactsCheck, IdemState
+from bff.gate.holders import header
 from config.loader import RedisSettings
 
 # Fixed-window counter: 1 within the limit, else 0. The window is in the key.
@@ -74,7 +76,10 @@ return 1
 # idem_begin, then the user's rate limit, then the sold-out refusal (see Gate.claim_begin).
 # KEYS: idempotency hash, rate counter, the user's facts (unused ones repeat KEYS[1]).
 # ARGV: hash, pending s, rate limit (0: none), window s, sold-out check (1/0), request
-# key ('' without a check), template id, per-user limit, wallet cap.
+# key ('' without a check), template id, per-user limit, wallet cap, and '1' when the
+# shop's holders filter is read beside it (HOLDERS_PROBE): a sold-out check finding no
+# facts then answers 'unknown' and leaves no pending marker, for the caller to decide
+# from the filter (refused, or an idem_begin of its own).
 CLAIM_BEGIN = """
 local found = redis.call('HMGET', KEYS[1], 's', 'h', 'r')
 if found[1] then return {found[1], found[2], found[3] or false} end
@@ -96,11 +101,81 @@ if ARGV[5] == '1' then
       and tonumber(f[1]) < tonumber(ARGV[9]) then
     return {'refused'}
   end
+  if not f[1] and ARGV[10] == '1' then return {'unknown'} end
 end
 redis.call('HSET', KEYS[1], 's', 'pending', 'h', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {'new'}
 """
+
+# The shop's holders filter (bff.gate.holders): the header, then the bits. The header's
+# state, then for each user (ARGV) the SHA-1 double-hashed positions (a + j * b) % bits,
+# bits and hashes read from the header (so every process agrees on them).
+_HOLDERS_HEAD = """
+local h = redis.call('GETRANGE', KEYS[1], 0, 31)
+local s = string.sub(h, 1, 1)
+"""
+_HOLDERS_SIZE = """
+local m = tonumber(string.sub(h, 17, 28))
+local k = tonumber(string.sub(h, 29, 32))
+"""
+# 0: certainly not a holder; 1: maybe one; 2: the filter is building; 3: no filter.
+HOLDERS_PROBE = (
+    _HOLDERS_HEAD
+    + """
+if s == 'B' then return 2 end
+if s ~= 'V' then return 3 end
+"""
+    + _HOLDERS_SIZE
+    + """
+local d = redis.sha1hex(ARGV[1])
+local a = tonumber(string.sub(d, 1, 8), 16)
+local b = tonumber(string.sub(d, 9, 16), 16)
+for j = 0, k - 1 do
+  if redis.call('GETBIT', KEYS[1], 256 + (a + j * b) % m) == 0 then return 0 end
+end
+return 1
+"""
+)
+# Add users to a filter that exists (building or valid); none: nothing (1 added, 0 not).
+HOLDERS_ADD = (
+    _HOLDERS_HEAD
+    + """
+if s ~= 'V' and s ~= 'B' then return 0 end
+"""
+    + _HOLDERS_SIZE
+    + """
+for i = 1, #ARGV do
+  local d = redis.sha1hex(ARGV[i])
+  local a = tonumber(string.sub(d, 1, 8), 16)
+  local b = tonumber(string.sub(d, 9, 16), 16)
+  for j = 0, k - 1 do
+    redis.call('SETBIT', KEYS[1], 256 + (a + j * b) % m, 1)
+  end
+end
+return 1
+"""
+)
+# A new building filter (ARGV: header, TTL), only where there is none.
+HOLDERS_START = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+# A building filter of this token (ARGV[1]) gets state ARGV[2] and TTL ARGV[3]; an empty
+# state deletes it (its build failed: the next claim may start another at once).
+HOLDERS_MARK = (
+    _HOLDERS_HEAD
+    + """
+if s ~= 'B' or string.sub(h, 2, 16) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('SETRANGE', KEYS[1], 0, ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
 
 # Replace a user's facts: ARGV[1] the TTL, then field, value pairs (HSET 200 pairs a call:
 # Lua's unpack has a stack limit).
@@ -166,13 +241,18 @@ class _Coalescer:
         self.span: Callable[[int], AbstractContextManager[Any]] | None = None
 
     async def call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        return await self.submit(script, keys, args)
+
+    def submit(self, script: _Script, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue a call for this turn's pipeline; its reply comes in the future. Calls
+        submitted together go out together, in order (no task per call)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Call(script, keys, args, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -265,6 +345,10 @@ _IDEM_ABORT = _script(IDEM_ABORT)
 _IDEM_RENEW = _script(IDEM_RENEW)
 _CLAIM_BEGIN = _script(CLAIM_BEGIN)
 _PUT_FACTS = _script(PUT_FACTS)
+_HOLDERS_PROBE = _script(HOLDERS_PROBE)
+_HOLDERS_ADD = _script(HOLDERS_ADD)
+_HOLDERS_START = _script(HOLDERS_START)
+_HOLDERS_MARK = _script(HOLDERS_MARK)
 _READ_VERSION = _script(READ_VERSION)
 _BUMP_VERSION = _script(BUMP_VERSION)
 
@@ -384,16 +468,52 @@ class RedisGate:
         rate_key, limit, window = rate if rate is not None else (key, 0, 0)
         facts_key = check.facts_key if check is not None else key
         args: list[Any] = [body_hash, pending_seconds, limit, window]
+        probe: asyncio.Future[Any] | None = None
         if check is None:
-            args += [0, "", 0, 0, 0]
+            args += [0, "", 0, 0, 0, 0]
         else:
             args += [1 if check.sold_out else 0, check.request_key, check.template_id]
-            args += [check.per_user_limit, check.wallet_cap]
-        found: list[Any] = await self._batch.call(_CLAIM_BEGIN, [key, rate_key, facts_key], args)
+            with_holders = check.sold_out and check.holders_key is not None
+            args += [check.per_user_limit, check.wallet_cap, 1 if with_holders else 0]
+        keys = [key, rate_key, facts_key]
+        if check is not None and args[-1]:
+            # The shop's filter is in a slot of its own: a second call, the same pipeline.
+            begun = self._batch.submit(_CLAIM_BEGIN, keys, args)
+            probe = self._batch.submit(_HOLDERS_PROBE, [check.holders_key], [check.user_id])
+            try:
+                found: list[Any] = await begun
+            finally:
+                held = await probe
+        else:
+            found = await self._batch.call(_CLAIM_BEGIN, keys, args)
+        if probe is not None and check is not None:
+            holds_nothing = held == 0 and check.nothing_before_stock()
+            if found[0] == b"unknown":
+                # No facts, no marker set: the filter decides, or the usual path runs.
+                if holds_nothing:
+                    return IdemState("refused")
+                state = await self.idem_begin(key, body_hash, pending_seconds)
+                return dataclasses.replace(state, rebuild=held == 3)
+            if found[0] == b"limited" and holds_nothing:
+                return IdemState("limited_new")
         if found[0] in (b"new", b"limited", b"limited_new", b"refused"):
             return IdemState(found[0].decode())
         reply = found[2] if found[2] else None
         return IdemState(found[0].decode(), found[1].decode() if found[1] else None, reply)
+
+    async def holders_add(self, key: str, users: list[str]) -> None:
+        await self._batch.call(_HOLDERS_ADD, [key], users)
+
+    async def holders_start(self, key: str, token: str, bits: int, hashes: int, ttl: int) -> bool:
+        start = [header("B", token, bits, hashes), ttl]
+        return bool(await self._batch.call(_HOLDERS_START, [key], start))
+
+    async def holders_mark(self, key: str, token: str, state: str, ttl: int) -> bool:
+        return bool(await self._batch.call(_HOLDERS_MARK, [key], [token, state, ttl]))
+
+    async def holders_state(self, key: str) -> str | None:
+        head = await self.client.getrange(key, 0, 0)
+        return head.decode() if head in (b"B", b"V") else None
 
     async def put_facts(self, key: str, facts: ClaimFacts, ttl_seconds: int) -> None:
         args: list[Any] = [ttl_seconds, "w", facts.wallet]

@@ -141,6 +141,9 @@ async def main() -> None:
     parser.add_argument("--holders", type=int, default=200)
     parser.add_argument("--mysql", default="127.0.0.1:3306")
     parser.add_argument("--database", default="bff_price_cpu")
+    parser.add_argument(
+        "--driver", default="aiomysql", choices=("aiomysql", "asyncmy"), help="MariaDB driver"
+    )
     parser.add_argument("--redis-url", default="", help="an empty db; default: in-process")
     parser.add_argument("--only", default="", help="comma-separated route names")
     parser.add_argument(
@@ -161,7 +164,7 @@ async def main() -> None:
     reset_database(host, int(port), args.database)
     WORK.mkdir(parents=True, exist_ok=True)
     server = Server(
-        f"mysql+aiomysql://root@{args.mysql}/{args.database}",
+        f"mysql+{args.driver}://root@{args.mysql}/{args.database}",
         args.redis_url,
         bench_config=False,
         cprofile=WORK / f"cprofile-{args.cprofile}.prof" if args.cprofile else None,

@@ -154,6 +154,7 @@ def _database_ctx(base_dir: Path | None):  # type: ignore[no-untyped-def]
         db = Database.from_settings(settings.database, base_dir=base_dir)
         if app[TRACING] is not None:
             app[TRACING].instrument_engine(db.engine)
+            app[TRACING].instrument_direct_reads(db)
         try:
             await db.ping()
             await migrate(db, app[CLOCK])

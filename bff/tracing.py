@@ -81,6 +81,22 @@ class Tracing:
         )
         EngineTracer(tracer, engine.sync_engine, usage)
 
+    def instrument_direct_reads(self, db: Any) -> None:
+        """A CLIENT span per direct read (bff.db.engine.Database.fetch), which runs past
+        SQLAlchemy's execution layer that the instrumentation above hooks into."""
+        from opentelemetry.trace import SpanKind
+
+        tracer = self.provider.get_tracer("bff.db.direct")
+
+        def span(statement: str) -> Any:
+            return tracer.start_as_current_span(
+                statement.split(None, 1)[0],
+                kind=SpanKind.CLIENT,
+                attributes={"db.system": "mysql", "db.statement": statement},
+            )
+
+        db.direct_span = span
+
     def instrument_redis(self, gate: Any) -> None:
         """A CLIENT span per command or pipeline of this gate's client, and per pipeline of
         scripts (which the gate writes on a pooled connection itself, past redis-py's

@@ -28,16 +28,19 @@ from tests.conftest import expect, template_body
 def statements(client: TestClient) -> Iterator[list[str]]:
     """The SQL statements the app runs while the block runs (observed, not mocked)."""
     seen: list[str] = []
-    engine = client.app[DB].engine.sync_engine
+    db = client.app[DB]
+    engine = db.engine.sync_engine
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
+    db.observers.append(seen.append)  # the direct reads (bff.db.engine.Database.fetch)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        db.observers.remove(seen.append)
 
 
 @contextlib.contextmanager

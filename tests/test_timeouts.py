@@ -29,7 +29,15 @@ from bff.auth import Role, TokenCodec
 from bff.clock import ManualClock
 from config.loader import Settings
 from tests.conftest import MYSQL_URL, REDIS_URL, base_settings, expect, mariadb_settings
-from tests.helpers import claim, create_template, new_request_id, put_product, shop_url, wallet
+from tests.helpers import (
+    claim,
+    create_template,
+    new_request_id,
+    put_product,
+    shop_url,
+    statements,
+    wallet,
+)
 from tests.proxy import TcpProxy
 
 READ_DEADLINE = 1.0
@@ -171,6 +179,33 @@ async def test_stalled_database_answers_503_then_recovers(proxied: Stack) -> Non
         await expect(response, HTTPStatus.OK)
     await expect(await stack.client.get("/readyz"), HTTPStatus.OK)
     await _no_double_issue(stack, template_id, request_id)
+
+
+async def test_stalled_database_checkout_is_503_then_recovers(proxied: Stack) -> None:
+    """A checkout whose products the shop's facts know is one direct read past
+    SQLAlchemy (bff.db.engine.Database.fetch): it gives up at the read deadline as well,
+    and its stuck connection is not reused."""
+    stack = proxied
+    assert stack.db_proxy is not None
+    await _seed(stack)
+
+    def checkout() -> Awaitable[Any]:
+        return stack.client.post(
+            shop_url("/checkout/preview"),
+            json={"items": [{"product_id": "p1", "quantity": 1}]},
+            headers=stack.user("u1"),
+        )
+
+    before = await expect(await checkout(), HTTPStatus.OK)  # the shop's facts now known
+    with statements(stack.client) as seen:
+        await expect(await checkout(), HTTPStatus.OK)
+    assert len(seen) == 1 and seen[0].startswith("SELECT coupons.id"), seen
+    stack.db_proxy.hold()
+    try:
+        await asyncio.gather(*(_unavailable(checkout(), READ_DEADLINE + SLACK) for _ in range(3)))
+    finally:
+        stack.db_proxy.resume()
+    assert await expect(await checkout(), HTTPStatus.OK) == before
 
 
 async def test_stalled_write_lock_wait_is_503_not_a_hang(proxied: Stack) -> None:

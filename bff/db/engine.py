@@ -16,6 +16,14 @@ Choices that matter for speed and correctness:
   BEGIN avoids the lock-upgrade deadlock between two writers.
 * Deadlocks (1213) and lock wait timeouts (1205) are retried at the
   transaction boundary only, in :meth:`Database.transaction`.
+* The hottest single-statement reads (:class:`DirectRead`, :meth:`Database.fetch`) go
+  straight to the driver on MariaDB: the statement is built and compiled by SQLAlchemy
+  once, and run on a connection of a second, AUTOCOMMIT pool (so it leaves no
+  transaction open behind it, and needs no ROLLBACK), with its parameters and UTC
+  columns converted as the column types would. SQLAlchemy's execution layer cost more
+  than the driver's own work: a 20-row read of a checkout took 398 us of CPU through
+  it and 224 us through the driver on a pooled connection (aiomysql, in process).
+  SQLite runs the same statement through SQLAlchemy.
 * Deadlines: every unit of work (:meth:`Database.read`, :meth:`Database.transaction`,
   :meth:`Database.ping`) runs under one ``asyncio.timeout``, from the pool checkout
   to the commit, retries included: ``database.read_timeout_seconds`` for reads,
@@ -40,6 +48,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +56,9 @@ import sqlalchemy.exc
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Select
 
+from bff.db.types import UtcDateTime
 from bff.errors import Unavailable
 from bff.versions import begin_touching, end_touching
 from config.loader import DatabaseSettings, redact_url
@@ -71,12 +82,19 @@ class Database:
         self,
         engine: AsyncEngine,
         *,
+        direct_engine: AsyncEngine | None = None,
         read_timeout_seconds: float = 3.0,
         write_timeout_seconds: float = 5.0,
         bulk_timeout_seconds: float = 60.0,
     ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name  # "mysql" or "sqlite"
+        # MariaDB: the AUTOCOMMIT pool of the direct reads (:meth:`fetch`).
+        self.direct_engine = direct_engine
+        # Called with each direct read's SQL before it runs (tests observe statements
+        # here as well as through the engine's events), and the tracing span factory.
+        self.observers: list[Callable[[str], None]] = []
+        self.direct_span: Callable[[str], Any] | None = None
         self.read_timeout = read_timeout_seconds
         self.write_timeout = write_timeout_seconds
         self.bulk_timeout = bulk_timeout_seconds
@@ -86,8 +104,12 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, *, base_dir: Path | None = None) -> Database:
+        engine = create_engine(settings, base_dir=base_dir)
         return cls(
-            create_engine(settings, base_dir=base_dir),
+            engine,
+            direct_engine=None
+            if engine.dialect.name == "sqlite"
+            else create_engine(settings, direct=True),
             read_timeout_seconds=settings.read_timeout_seconds,
             write_timeout_seconds=settings.write_timeout_seconds,
             bulk_timeout_seconds=settings.bulk_timeout_seconds,
@@ -153,11 +175,115 @@ class Database:
 
         return await _within(self.read_timeout, "read", once)
 
+    async def fetch(self, read: DirectRead, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement, within the read deadline (see the module
+        doc: on MariaDB straight through the driver). Driver errors come as SQLAlchemy's
+        (``DBAPIError`` and its subclasses), as from :meth:`read`."""
+        if self.direct_engine is None:
+            return await self.read(lambda conn: read.through(conn, params))
+        direct = self.direct_engine
+        sql, args = read.sql, read.arguments(params)
+        for observe in self.observers:
+            observe(sql)
+
+        async def once(done: list[list[tuple[Any, ...]]], deadline: float) -> Any:
+            async with direct.connect() as conn:
+                pooled = await conn.get_raw_connection()
+                try:
+                    async with pooled.driver_connection.cursor() as cursor:
+                        await cursor.execute(sql, args)
+                        rows = await cursor.fetchall()
+                except BaseException as exc:
+                    # Cut off mid-statement or failed: its state is unknown, never reused.
+                    await conn.invalidate()
+                    if isinstance(exc, Exception):
+                        raise _as_dbapi_error(direct, sql, exc) from exc
+                    raise
+            done.append(read.converted(rows))
+            return done[0]
+
+        if self.direct_span is None:
+            return await _within(self.read_timeout, "read", once)
+        with self.direct_span(sql):
+            return await _within(self.read_timeout, "read", once)
+
     async def ping(self) -> None:
         await self.read(_select_one)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.direct_engine is not None:
+            await self.direct_engine.dispose()
+
+
+class DirectRead:
+    """A read-only statement for :meth:`Database.fetch`, compiled once for MariaDB.
+
+    Its parameters are bound by name (literal values the statement holds are its own);
+    UTC columns and parameters are converted as :class:`bff.db.types.UtcDateTime` does,
+    so rows are what SQLAlchemy would return, as plain tuples. No expanding IN lists."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        from sqlalchemy.dialects.mysql.aiomysql import dialect as mysql_dialect
+
+        self.statement = statement
+        compiled = statement.compile(dialect=mysql_dialect())
+        self.sql = compiled.string
+        names = compiled.positiontup or []
+        binds = compiled.binds
+        # Per placeholder: (name, literal value or None, converts a UTC datetime).
+        self._params = [
+            (
+                name,
+                binds[name].effective_value
+                if binds[name].callable is None and not binds[name].required
+                else None,
+                isinstance(binds[name].type, UtcDateTime),
+            )
+            for name in names
+        ]
+        self._utc_columns = [
+            index
+            for index, column in enumerate(statement.selected_columns)
+            if isinstance(column.type, UtcDateTime)
+        ]
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        out = []
+        for name, literal, utc in self._params:
+            value = params[name] if name in params else literal
+            if utc and value is not None:
+                if value.tzinfo is None:
+                    raise ValueError("naive datetime given to a UTC column")
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            out.append(value)
+        return out
+
+    def converted(self, rows: Any) -> list[tuple[Any, ...]]:
+        if not self._utc_columns:
+            return [tuple(row) for row in rows]
+        out = []
+        for row in rows:
+            values = list(row)
+            for index in self._utc_columns:
+                if values[index] is not None:
+                    values[index] = values[index].replace(tzinfo=UTC)
+            out.append(tuple(values))
+        return out
+
+    async def through(self, conn: AsyncConnection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The same statement through SQLAlchemy (SQLite)."""
+        return [tuple(row) for row in await conn.execute(self.statement, params)]
+
+
+def _as_dbapi_error(engine: AsyncEngine, sql: str, exc: Exception) -> Exception:
+    """A driver's exception as SQLAlchemy raises it (the app maps those to 503 or 500)."""
+    dbapi = engine.dialect.loaded_dbapi
+    if not isinstance(exc, dbapi.Error):
+        return exc
+    return sqlalchemy.exc.DBAPIError.instance(
+        sql, None, exc, dbapi.Error, hide_parameters=True, connection_invalidated=True
+    )
 
 
 async def _within(seconds: float, what: str, run: Callable[[list[T], float], Awaitable[T]]) -> T:
@@ -193,7 +319,11 @@ def _code(exc: sqlalchemy.exc.DBAPIError) -> Any:
     return args[0] if args else None
 
 
-def create_engine(settings: DatabaseSettings, *, base_dir: Path | None = None) -> AsyncEngine:
+def create_engine(
+    settings: DatabaseSettings, *, base_dir: Path | None = None, direct: bool = False
+) -> AsyncEngine:
+    """The engine of ``settings``; ``direct``: MariaDB's AUTOCOMMIT pool of the direct
+    reads (the session still reads at READ COMMITTED: each statement its own snapshot)."""
     url = make_url(settings.effective_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(settings, url, base_dir or Path.cwd())
@@ -203,7 +333,8 @@ def create_engine(settings: DatabaseSettings, *, base_dir: Path | None = None) -
         # A row-lock wait ends with the write deadline, not InnoDB's default 50 s: a
         # session whose client gave up (the deadline passed) stops queueing for locks.
         "init_command": "SET SESSION innodb_lock_wait_timeout = "
-        + str(max(1, math.ceil(settings.write_timeout_seconds))),
+        + str(max(1, math.ceil(settings.write_timeout_seconds)))
+        + (", SESSION tx_isolation = 'READ-COMMITTED'" if direct else ""),
     }
     engine = create_async_engine(
         url,
@@ -213,7 +344,7 @@ def create_engine(settings: DatabaseSettings, *, base_dir: Path | None = None) -
         pool_reset_on_return=None,
         pool_timeout=settings.connect_timeout_seconds,
         connect_args=connect_args,
-        isolation_level="READ COMMITTED",
+        isolation_level="AUTOCOMMIT" if direct else "READ COMMITTED",
         # Statement parameters carry codes and user ids: keep them out of logs and errors.
         hide_parameters=True,
     )

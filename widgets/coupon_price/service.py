@@ -62,6 +62,7 @@ from widgets.coupon_price.user_cache import Entry, UserFactsCache
 from widgets.coupon_price.user_facts import (
     HeldCoupon,
     UserFacts,
+    fetch_usable,
     next_change,
     read_usable,
     read_user_facts,
@@ -399,6 +400,17 @@ class PriceService:
                 return data
         elif with_claimable and self.users is not None:
             return await self._signed_in(shop_id, user_id, product_ids, live_room_id, now, facts)
+        elif not with_claimable:
+            # A checkout preview whose products the shop's facts know: its one statement,
+            # the user's usable coupons, as a direct read (bff.db.engine.DirectRead).
+            known = known_catalog(facts, product_ids, live_room_id)
+            if known is not None:
+                deadline = now - self.lock_timeout
+                held = await fetch_usable(self.db, shop_id, user_id, now, deadline)
+                specs = facts.specs
+                if all(coupon.template_id in specs for coupon in held):
+                    pairs = [(coupon, specs[coupon.template_id]) for coupon in held]
+                    return PricingData(products=known[0], live=known[1], held=pairs)
         return await self.db.read(lambda conn: read(conn, facts, False))
 
     async def _version(self, shop_id: str, user_id: str) -> str | None:

@@ -74,7 +74,7 @@ def rows(draw: st.DrawFn) -> Any:
     else:
         v_start = draw(HOURS)
         validity = {
-            "type": "fixed",
+            "type": "absolute",
             "start": v_start.isoformat(),
             "end": (v_start + timedelta(hours=draw(st.integers(1, 96)))).isoformat(),
         }

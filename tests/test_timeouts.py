@@ -199,7 +199,7 @@ async def test_stalled_database_checkout_is_503_then_recovers(proxied: Stack) ->
     before = await expect(await checkout(), HTTPStatus.OK)  # the shop's facts now known
     with statements(stack.client) as seen:
         await expect(await checkout(), HTTPStatus.OK)
-    assert len(seen) == 1 and seen[0].startswith("SELECT coupons.id"), seen
+    assert len(seen) == 1 and "FROM coupons" in seen[0], seen
     stack.db_proxy.hold()
     try:
         await asyncio.gather(*(_unavailable(checkout(), READ_DEADLINE + SLACK) for _ in range(3)))

@@ -173,7 +173,7 @@ async def read_usable(
 
 
 # A checkout's one statement when the shop's facts know its products and specs.
-USABLE_DIRECT = DirectRead(USABLE)
+USABLE_DIRECT = DirectRead(USABLE, packed=True)
 
 
 async def fetch_usable(

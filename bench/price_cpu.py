@@ -77,7 +77,7 @@ def reset_database(host: str, port: int, name: str) -> None:
 async def drive(
     base: str,
     method: str,
-    path: str,
+    path: str | Callable[[int], str],
     body: str | Callable[[int], str] | None,
     tokens: list[str],
     requests: int,
@@ -96,7 +96,8 @@ async def drive(
             if tokens:
                 headers["Authorization"] = "Bearer " + tokens[n % len(tokens)]
             data = body(n) if callable(body) else body
-            async with session.request(method, base + path, data=data, headers=headers) as reply:
+            url = base + (path(n) if callable(path) else path)
+            async with session.request(method, url, data=data, headers=headers) as reply:
                 await reply.read()
                 statuses[reply.status] = statuses.get(reply.status, 0) + 1
 
@@ -181,7 +182,10 @@ async def main() -> None:
             {"items": [{"product_id": product_id(n), "quantity": n} for n in (1, 2, 4)]}
         )
         live_ids = ",".join(product_id(n) for n in range(1, 21))
-        routes: dict[str, tuple[str, str, Any, list[str]]] = {
+        def mix_path(n: int) -> str:
+            return f"{shop_path}/products/{product_id(1 + (n * 7) % 30)}"
+
+        routes: dict[str, tuple[str, Any, Any, list[str]]] = {
             "ping": ("GET", "/api/v1/ping", None, []),
             # Claims: body and tokens are set below, only for the routes that run.
             **{name: ("POST", f"{shop_path}/coupons/claim", None, []) for name in CLAIM_ROUTES},
@@ -194,6 +198,9 @@ async def main() -> None:
                 [],
             ),
             "product_user": ("GET", f"{shop_path}/products/{product_id(1)}", None, holders),
+            # Issue 16's realistic mix: a holder and one of 30 products, neither repeating
+            # in step with the other (the bench's product_mix row).
+            "product_mix": ("GET", mix_path, None, holders),
             "checkout": ("POST", f"{shop_path}/checkout/preview", cart, holders),
         }
         only = [name for name in args.only.split(",") if name] or list(routes)

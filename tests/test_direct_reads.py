@@ -68,3 +68,27 @@ def test_a_packed_result_cut_short_is_read_again_row_by_row():
     ]
     assert USABLE_DIRECT.unpacked([("7,3,1000001", 2)]) is None
     assert USABLE_DIRECT.unpacked([(None, 0)]) == []
+
+
+async def test_the_users_facts_read_directly_equal_sqlalchemys(
+    client, make_template, auth, merchant
+):
+    """USER_FACTS (scalar subqueries, an outer join that gives a user without coupons one
+    row of NULLs): the same rows both ways, for a member with coupons and for nobody."""
+    from tests.helpers import enrol
+    from widgets.coupon_price.user_facts import USER_FACTS_DIRECT, read_user_rows
+
+    await enrol(client, merchant, "u1", 2)
+    template = await make_template(per_user_limit=3)
+    user = auth("user", sub="u1")
+    for _ in range(2):
+        await claim_ok(client, user, template["id"])
+    db = client.app[DB]
+    for user_id in ("u1", "nobody"):
+        params = {"shop_id": "s1", "user_id": user_id}
+        expected = await db.read(lambda conn, u=user_id: read_user_rows(conn, "s1", u))
+        got = await db.fetch(USER_FACTS_DIRECT, params)
+        assert sorted(got, key=repr) == sorted((tuple(r) for r in expected), key=repr)
+        assert got and (user_id == "nobody") == (got[0][3] is None)
+        member_level, active = got[0][0], got[0][1]
+        assert (member_level, bool(active)) == ((2, True) if user_id == "u1" else (None, False))

@@ -60,6 +60,7 @@ from widgets.coupon_price.facts import (
 )
 from widgets.coupon_price.user_cache import Entry, UserFactsCache
 from widgets.coupon_price.user_facts import (
+    USER_FACTS_DIRECT,
     HeldCoupon,
     UserFacts,
     fetch_usable,
@@ -444,6 +445,14 @@ class PriceService:
         version = await self._version(shop_id, user_id)
         entry = None if version is None else self.users.get(shop_id, user_id, version, now)
         known = known_catalog(facts, product_ids, live_room_id)
+        if entry is None and known is not None:
+            # The catalog known: the user's facts are the one statement, a direct read
+            # (bff.db.engine.DirectRead), unless a coupon's template is not in the facts.
+            rows = await self.db.fetch(USER_FACTS_DIRECT, {"shop_id": shop_id, "user_id": user_id})
+            entry = self._entry_from(rows, now, facts)
+            if entry is not None and version is not None:
+                entry.version = version
+                self.users.put(shop_id, user_id, entry)
         if entry is None or known is None:
             cached = entry
 
@@ -482,12 +491,27 @@ class PriceService:
     ) -> Entry:
         rows = await read_user_rows(conn, shop_id, user_id)
         held, user = user_facts_from(rows, now, now - self.lock_timeout)
+        with_specs = await self._with_specs(conn, shop_id, held, facts)
+        return Entry("", with_specs, user, now, self._expiry(rows, now))
+
+    def _entry_from(self, rows: list[Any], now: datetime, facts: ShopFacts) -> Entry | None:
+        """:meth:`_user_entry` from rows already read; None when a held coupon's template
+        is not in the shop's facts (its spec needs a read)."""
+        held, user = user_facts_from(rows, now, now - self.lock_timeout)
+        specs = facts.specs
+        if any(coupon.template_id not in specs for coupon in held):
+            return None
+        with_specs = [(coupon, specs[coupon.template_id]) for coupon in held]
+        return Entry("", with_specs, user, now, self._expiry(rows, now))
+
+    def _expiry(self, rows: list[Any], now: datetime) -> datetime:
+        """When an entry of these rows must be read again: at the max age, or sooner when
+        time alone changes them (user_facts.next_change)."""
         expires = now + self.max_age
         changes = next_change(rows, now, self.lock_timeout)
         if changes is not None and changes < expires:
             expires = changes
-        with_specs = await self._with_specs(conn, shop_id, held, facts)
-        return Entry("", with_specs, user, now, expires)
+        return expires
 
     async def _read(
         self,

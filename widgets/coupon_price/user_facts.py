@@ -172,6 +172,9 @@ async def read_usable(
     return [HeldCoupon(*row) for row in await conn.execute(USABLE, params)]
 
 
+# A signed-in price's one statement when the shop's facts know the catalog.
+USER_FACTS_DIRECT = DirectRead(USER_FACTS)
+
 # A checkout's one statement when the shop's facts know its products and specs.
 USABLE_DIRECT = DirectRead(USABLE, packed=True)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import uuid
@@ -67,7 +68,10 @@ class Relay:
         self.clock = clock
         self.settings = settings
         self.metrics = metrics
-        self.owner = str(uuid.uuid4())
+        # Each round leases its rows under its own token (this relay's id and the round's
+        # number), so settling a round touches its own rows and no other's.
+        self.owner = uuid.uuid4().hex[:24]
+        self._rounds = itertools.count(1)
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._task: asyncio.Task[None] | None = None
@@ -130,7 +134,8 @@ class Relay:
     async def round(self) -> int:
         """Publish one batch; the number of events the broker confirmed."""
         exchange = await self._open()
-        rows = await self.db.transaction(self._claim)
+        token = f"{self.owner}:{next(self._rounds)}"
+        rows = await self.db.transaction(lambda conn: self._claim(conn, token))
         if not rows:
             return 0
         try:
@@ -142,7 +147,7 @@ class Relay:
             outcomes = [exc] * len(rows)
         confirmed = [row.id for row, o in zip(rows, outcomes, strict=True) if o is None]
         refused = [row.id for row, o in zip(rows, outcomes, strict=True) if o is not None]
-        await self.db.transaction(lambda conn: self._settle(conn, confirmed, refused))
+        await self.db.transaction(lambda conn: self._settle(conn, token, confirmed, refused))
         self.metrics.event_deliveries.labels("amqp", "confirmed").inc(len(confirmed))
         self.metrics.event_deliveries.labels("amqp", "failed").inc(len(refused))
         if refused:
@@ -183,10 +188,12 @@ class Relay:
             with contextlib.suppress(Exception):
                 await connection.close()
 
-    async def _claim(self, conn: AsyncConnection) -> list[Any]:
+    async def _claim(self, conn: AsyncConnection, token: str) -> list[Any]:
+        """Lease up to ``batch_size`` rows nobody holds, oldest first (one locked read,
+        one update)."""
         now = self.clock.now()
         query = (
-            select(E.c.id)
+            select(E.c.id, E.c.type, E.c.schema_version, E.c.shop_id, E.c.occurred_at, E.c.data)
             .where(
                 E.c.published_at.is_(None), or_(E.c.lease_until.is_(None), E.c.lease_until < now)
             )
@@ -195,14 +202,15 @@ class Relay:
         )
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
-        ids = list(await conn.scalars(query))
-        if not ids:
-            return []
-        until = now + timedelta(seconds=self.settings.lease_seconds)
-        await conn.execute(
-            update(E).where(E.c.id.in_(ids)).values(lease_until=until, lease_owner=self.owner)
-        )
-        return list(await conn.execute(select(E).where(E.c.id.in_(ids)).order_by(E.c.id)))
+        rows = list(await conn.execute(query))
+        if rows:
+            until = now + timedelta(seconds=self.settings.lease_seconds)
+            await conn.execute(
+                update(E)
+                .where(E.c.id.in_([row.id for row in rows]))
+                .values(lease_until=until, lease_owner=token)
+            )
+        return rows
 
     async def _publish(self, exchange: aio_pika.abc.AbstractExchange, row: Any) -> None:
         message = aio_pika.Message(
@@ -211,19 +219,29 @@ class Relay:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=str(row.id),
             type=row.type,
-            timestamp=row.occurred_at,
-            app_id="coupon-bff",
         )
         # Not mandatory: an event no queue is bound for is dropped by the broker, as a topic
         # exchange does; binding queues is the consumers' side.
         await exchange.publish(message, routing_key=row.type, mandatory=False)
 
     async def _settle(
-        self, conn: AsyncConnection, confirmed: list[int], refused: list[int]
+        self, conn: AsyncConnection, token: str, confirmed: list[int], refused: list[int]
     ) -> None:
         now = self.clock.now()
+        if confirmed and not refused:
+            # The whole round: its rows are the ones in its id range still leased under its
+            # token (a range and a token, not a list of hundreds of ids to bind and match).
+            await conn.execute(
+                update(E)
+                .where(
+                    E.c.id.between(min(confirmed), max(confirmed)),
+                    E.c.lease_owner == token,
+                    E.c.published_at.is_(None),
+                )
+                .values(published_at=now, lease_until=None, lease_owner=None)
+            )
+            return
         if confirmed:
-            # Whoever holds the lease now: the broker has it, so it is published.
             await conn.execute(
                 update(E)
                 .where(E.c.id.in_(confirmed), E.c.published_at.is_(None))
@@ -232,7 +250,7 @@ class Relay:
         if refused:  # back for the next round, ours or another relay's
             await conn.execute(
                 update(E)
-                .where(E.c.id.in_(refused), E.c.lease_owner == self.owner)
+                .where(E.c.id.in_(refused), E.c.lease_owner == token)
                 .values(lease_until=None, lease_owner=None)
             )
 

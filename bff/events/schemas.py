@@ -9,19 +9,25 @@ from marshmallow import Schema, ValidationError, fields, validate
 from bff.events.outbox import EVENT_TYPES
 from bff.schemas import MAX_ID, PageQuery, QueryInt
 
+MAX_TYPES_LENGTH = 500
+
 
 class TypeList(fields.String):
     """``coupon.claimed,coupon.used``: a comma list of known event types."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > MAX_TYPES_LENGTH:
+            raise ValidationError(f"Longer than {MAX_TYPES_LENGTH} characters.")
         names = [name.strip() for name in text.split(",") if name.strip()]
+        if not names:
+            raise ValidationError("Name at least one event type (or leave types out).")
         unknown = [name for name in names if name not in EVENT_TYPES]
         if unknown:
             raise ValidationError(
                 f"Unknown event type {unknown[0]!r}; one of: {', '.join(EVENT_TYPES)}."
             )
-        return names or None
+        return names
 
 
 class EventFeedQuerySchema(PageQuery):
@@ -32,7 +38,6 @@ class EventFeedQuerySchema(PageQuery):
     )
     types = TypeList(
         load_default=None,
-        validate=validate.Length(max=500),
         metadata={"description": "Only these types (comma list), e.g. coupon.claimed,coupon.used."},
     )
 

@@ -301,8 +301,9 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     db, clock, settings, metrics = app[DB], app[CLOCK], app[SETTINGS].events, app[METRICS]
     app[EVENT_FEED] = EventFeed(db, clock, settings)
-    relay = Relay(db, clock, settings, metrics) if settings.amqp_url else None
-    upkeep = OutboxUpkeep(db, clock, settings, metrics, relayed=relay is not None)
+    relayed = bool(settings.amqp_url)  # here, or by `coupon-bff relay` (relay_in_server off)
+    relay = Relay(db, clock, settings, metrics) if relayed and settings.relay_in_server else None
+    upkeep = OutboxUpkeep(db, clock, settings, metrics, relayed=relayed)
     if relay is not None:
         app[EVENT_RELAY] = relay
         relay.start()

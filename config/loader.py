@@ -218,6 +218,10 @@ class EventsSettings:
 
     # amqp:// or amqps:// of RabbitMQ; empty = no relay (the feed still serves the events).
     amqp_url: str = ""
+    # Whether each serving process runs a relay (with amqp_url set). False: the serving
+    # processes only write the outbox and `coupon-bff relay` publishes it, in a process of
+    # its own (the relay costs CPU per event; docs/EVENTS.md "Where the relay runs").
+    relay_in_server: bool = True
     # The topic exchange the relay publishes to (routing key = event type).
     exchange: str = "coupon-bff.events"
     # Rows a relay claims and publishes per round, and how long its claim (lease) lasts.
@@ -303,6 +307,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_OTEL_EXPORTER": ("tracing", "exporter"),
     "BFF_EVENTS_AMQP_URL": ("events", "amqp_url"),
     "BFF_EVENTS_EXCHANGE": ("events", "exchange"),
+    "BFF_EVENTS_RELAY_IN_SERVER": ("events", "relay_in_server"),
     "BFF_EVENTS_RETENTION_DAYS": ("events", "retention_days"),
 }
 # "section.key" -> its BFF_* variable, so that an error names the variable to fix.

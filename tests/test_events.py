@@ -28,7 +28,7 @@ from bff.app import create_app
 from bff.clock import ManualClock
 from bff.db import tables
 from bff.events import outbox
-from bff.events.relay import Relay
+from bff.events.relay import Relay, relay_until
 from bff.keys import DB
 from bff.metrics import Metrics
 from config.loader import Settings
@@ -677,9 +677,9 @@ async def test_a_relay_crash_between_publish_and_mark_publishes_again(
     crashed = Relay(
         quiet.app[DB], clock, relay_settings(settings, exchange, batch_size=4).events, Metrics()
     )
-    exchange_handle = await crashed._open()
+    channel = await crashed._open()
     rows = await quiet.app[DB].transaction(lambda conn: crashed._claim(conn, "crashed:1"))
-    await asyncio.gather(*(crashed._publish(exchange_handle, row) for row in rows))
+    await asyncio.gather(*(crashed._publish(channel, row) for row in rows))
     await crashed._close()
     await consumer.wait_for(lambda c: len(c.bodies) == 4, "the crashed relay's 4")
     # A live relay publishes the other 6 at once; the 4 once their lease ran out.
@@ -719,3 +719,38 @@ async def test_a_flash_claim_of_2000_coupons_gives_2000_claimed_events(
     assert len({body["data"]["coupon_id"] for body in claimed}) == 2000
     assert consumer.types()[outbox.TEMPLATE_SOLD_OUT] == 1
     assert await outbox_count(client, outbox.COUPON_CLAIMED) == 2000
+
+
+async def test_the_relay_can_run_in_a_process_of_its_own(
+    aiohttp_client: Callable[..., Any],
+    settings: Settings,
+    clock: ManualClock,
+    tmp_path: Path,
+    exchange: str,
+    consumer: Consumer,
+    merchant: dict[str, str],
+    auth: Auth,
+) -> None:
+    """relay_in_server off: the server only writes the outbox; ``coupon-bff relay`` publishes."""
+    separate = relay_settings(settings, exchange, relay_in_server=False)
+    client = await aiohttp_client(create_app(separate, clock=clock, base_dir=tmp_path))
+    template = await new_template(client, clock, merchant, per_user_limit=5)
+    for _ in range(5):
+        await claim_ok(client, auth("user", sub="u1"), template)
+    assert await unpublished(client) == 5 and consumer.bodies == []
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(relay_until(stop, separate, clock))
+    try:
+        await consumer.wait_for(lambda c: len(c.bodies) == 5, "the 5 events")
+        await eventually(lambda: _none_unpublished(client), "every row marked published")
+    finally:
+        stop.set()
+        await task
+
+
+def test_the_relay_command_needs_a_broker_url(capsys: pytest.CaptureFixture[str]) -> None:
+    from bff.cli import EXIT_CONFIG, relay_events
+    from tests.conftest import base_settings
+
+    assert relay_events(base_settings()) == EXIT_CONFIG
+    assert "BFF_EVENTS_AMQP_URL" in capsys.readouterr().err

@@ -77,6 +77,8 @@ and docs/DEPLOY.md in the source repository):
   BFF_JWT_ALGORITHM, BFF_JWT_PUBLIC_KEY_FILE, BFF_JWT_PRIVATE_KEY_FILE, BFF_JWT_ISSUER
   BFF_IDENTITY_PROVIDER       none, dev (auth codes dev:<user_id>) or module:Class
   BFF_CORS_ORIGINS            origins whose browser pages may call the API (comma list)
+  BFF_EVENTS_AMQP_URL         amqp://user:password@host:5672/: relay coupon events to RabbitMQ
+                              (BFF_EVENTS_RELAY_IN_SERVER=false: only `relay` processes do)
   BFF_ENV                     development (default) or anything else (production rules)
   BFF_CONFIG                  a TOML file merged over config/defaults.toml
 
@@ -349,7 +351,8 @@ def relay_events(settings: Settings) -> int:
 def parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Coupon BFF: serve (the default), seed a demo shop, mint a token, migrate.",
+        description="Coupon BFF: serve (the default), seed a demo shop, mint a token, migrate, "
+        "relay events.",
         epilog=VARIABLES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

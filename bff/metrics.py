@@ -30,7 +30,7 @@ class Metrics:
         # Coupon events (bff/events): refreshed by each process's outbox upkeep.
         self.outbox_rows = Gauge(
             "bff_events_outbox_rows",
-            "Rows in the events outbox (feed included)",
+            "Rows in the events outbox, feed included (from the ends of its ids: about)",
             registry=self.registry,
         )
         self.outbox_unpublished = Gauge(

@@ -754,3 +754,39 @@ def test_the_relay_command_needs_a_broker_url(capsys: pytest.CaptureFixture[str]
 
     assert relay_events(base_settings()) == EXIT_CONFIG
     assert "BFF_EVENTS_AMQP_URL" in capsys.readouterr().err
+
+
+async def test_concurrent_exchanges_write_one_event_pair_per_success(
+    client: TestClient, clock: ManualClock, merchant: dict[str, str], auth: Auth
+) -> None:
+    """Many exchanges at once, some short of points: events for exactly the successes."""
+    t_points = await new_template(
+        client, clock, merchant, benefit=POINTS_55, claim_methods=["points"], per_user_limit=20
+    )
+    offer = await expect(
+        await client.post(
+            shop_url("/admin/exchange-offers"),
+            json={"template_id": t_points, "points_cost": 300},
+            headers=merchant,
+        ),
+        HTTPStatus.CREATED,
+    )
+    await client.put(shop_url("/admin/members/u1"), json={"level": 0}, headers=merchant)
+    body = {"delta": 1000, "reason": "r", "request_id": new_request_id()}
+    await expect(
+        await client.post(shop_url("/admin/members/u1/points"), json=body, headers=merchant),
+        HTTPStatus.OK,
+    )
+    user = auth("user", sub="u1")
+    url = shop_url(f"/points-exchange/{offer['id']}/redeem")
+    responses = await asyncio.gather(
+        *(client.post(url, json={"request_id": new_request_id()}, headers=user) for _ in range(12))
+    )
+    statuses = Counter(r.status for r in responses)
+    assert statuses == Counter({HTTPStatus.CREATED: 3, HTTPStatus.CONFLICT: 9}), statuses
+    assert await outbox_count(client, outbox.COUPON_CLAIMED) == 3
+    assert await outbox_count(client, outbox.POINTS_CHANGED) == 1 + 3  # the grant, 3 charges
+    clock.advance(SETTLE)
+    merchant = auth("merchant", shop="s1", sub="m1")
+    events = (await feed(client, merchant, types="points.changed", limit="100"))["items"]
+    assert sorted(e["data"]["balance_after"] for e in events) == [100, 400, 700, 1000]

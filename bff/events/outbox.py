@@ -64,6 +64,10 @@ EVENT_TYPES = (
 )
 
 
+# Built once: the batch path runs it per batch (compiled once per parameter shape).
+_INSERT = E.insert()
+
+
 @dataclass(frozen=True)
 class Event:
     """One event before it has an id (the insert gives it one)."""
@@ -94,7 +98,7 @@ async def append(conn: AsyncConnection, events: Iterable[Event]) -> None:
         for event in events
     ]
     if rows:
-        await conn.execute(E.insert(), rows)
+        await conn.execute(_INSERT, rows)
 
 
 def envelope(row: Any) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import logging
 import os
 import uuid
 from collections import Counter
@@ -39,6 +41,7 @@ from tests.helpers import (
     claim_ok,
     confirm_order,
     items,
+    json_log_lines,
     new_request_id,
     put_product,
     redeem_ok,
@@ -106,8 +109,6 @@ class Consumer:
 
 
 def _json(body: bytes) -> dict[str, Any]:
-    import json
-
     value = json.loads(body)
     assert isinstance(value, dict)
     return value
@@ -582,6 +583,7 @@ async def test_outbox_is_pruned_after_the_retention_without_a_relay(
 
 # --- the relay under trouble -----------------------------------------------------------------
 async def test_a_broker_cut_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
     aiohttp_client: Callable[..., Any],
     settings: Settings,
     clock: ManualClock,
@@ -594,6 +596,39 @@ async def test_a_broker_cut_loses_nothing(
     proxy = TcpProxy("127.0.0.1", 5672)
     await proxy.start()
     url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+    caplog.set_level(logging.INFO)  # production's level, every logger (aiormq's too)
+    with json_log_lines("bff.events.relay") as logged:
+        await _cut_and_heal(
+            aiohttp_client,
+            settings,
+            clock,
+            tmp_path,
+            exchange,
+            consumer,
+            merchant,
+            auth,
+            proxy,
+            url,
+        )
+    assert any(line["msg"].startswith("event relay round failed") for line in logged)
+    assert any("guest:***@" in json.dumps(line) for line in logged)
+    # No password reaches a log, ours or the libraries'.
+    assert not any("guest:guest" in json.dumps(line) for line in logged)
+    assert "guest:guest" not in caplog.text
+
+
+async def _cut_and_heal(
+    aiohttp_client: Callable[..., Any],
+    settings: Settings,
+    clock: ManualClock,
+    tmp_path: Path,
+    exchange: str,
+    consumer: Consumer,
+    merchant: dict[str, str],
+    auth: Auth,
+    proxy: TcpProxy,
+    url: str,
+) -> None:
     try:
         client = await aiohttp_client(
             create_app(relay_settings(settings, exchange, url), clock=clock, base_dir=tmp_path)

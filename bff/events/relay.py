@@ -40,6 +40,7 @@ import random
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -113,7 +114,7 @@ class Relay:
                     "event relay round failed; backing off",
                     extra={
                         "fields": {
-                            "error": f"{type(exc).__name__}: {exc}",
+                            "error": self._without_secret(f"{type(exc).__name__}: {exc}"),
                             "broker": redact_url(self.settings.amqp_url),
                             "failures": failures,
                         }
@@ -124,6 +125,13 @@ class Relay:
                 continue
             if published < self.settings.batch_size:
                 await self._pause(self.settings.poll_seconds)
+
+    def _without_secret(self, text: str) -> str:
+        """An error's text with the broker's URL and password taken out, for the log."""
+        url = self.settings.amqp_url
+        text = text.replace(url, redact_url(url))
+        password = urlsplit(url).password
+        return text.replace(password, "***") if password else text
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(self.settings.backoff_max_seconds, 0.1 * 2 ** min(failures, 20))

@@ -300,7 +300,8 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     and its absence never fails start-up or /readyz.
     """
     db, clock, settings, metrics = app[DB], app[CLOCK], app[SETTINGS].events, app[METRICS]
-    app[EVENT_FEED] = EventFeed(db, clock, settings)
+    write_timeout = app[SETTINGS].database.write_timeout_seconds
+    app[EVENT_FEED] = EventFeed(db, clock, settings, write_timeout=write_timeout)
     relayed = bool(settings.amqp_url)  # here, or by `coupon-bff relay` (relay_in_server off)
     relay = Relay(db, clock, settings, metrics) if relayed and settings.relay_in_server else None
     upkeep = OutboxUpkeep(db, clock, settings, metrics, relayed=relayed)

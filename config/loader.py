@@ -239,7 +239,8 @@ class EventsSettings:
     # How often each process refreshes the outbox gauges of /metrics (rows, lag).
     metrics_seconds: float = 5.0
     # The feed serves an event only once this many seconds old, so that no event with a
-    # lower id can still commit after a reader moved past it (twice the write deadline).
+    # lower id can still commit after a reader moved past it (never less than twice the
+    # write deadline plus 2 s, whatever this says).
     feed_settle_seconds: float = 12.0
 
 

@@ -54,8 +54,9 @@ from tests.proxy import TcpProxy
 
 AMQP_URL = os.environ.get("BFF_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 E = tables.coupon_events
-# The feed serves an event once it is older than this (events.feed_settle_seconds).
-SETTLE = timedelta(seconds=13)
+# The feed serves an event once it is older than twice the write deadline plus 2 s (the
+# tests' deadline is 20 s, tests/conftest.py) or events.feed_settle_seconds if longer.
+SETTLE = timedelta(seconds=43)
 WAIT_SECONDS = 60.0
 POINTS_55 = {"type": "threshold", "amount_off": 5500, "threshold": 29900}
 

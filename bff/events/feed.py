@@ -8,9 +8,9 @@ Why events wait before they are served. Ids are handed out at insert, but
 transactions commit in their own order: an event with a lower id may commit after
 one with a higher id was already read, and a reader that moved past it would never
 see it. Every transaction that writes events ends within the write deadline, so
-once an event is ``events.feed_settle_seconds`` old (twice that deadline, plus a
-margin) no lower id can still appear. The page ends before the first event younger
-than that.
+once an event is ``events.feed_settle_seconds`` old (at least twice that deadline plus
+two seconds, whatever the setting says) no lower id can still appear. The page ends
+before the first event younger than that.
 """
 
 from __future__ import annotations
@@ -31,11 +31,22 @@ from config.loader import EventsSettings
 E = tables.coupon_events
 
 
+# Past twice the write deadline, a margin for clocks of different hosts.
+CLOCK_MARGIN_SECONDS = 2.0
+
+
 class EventFeed:
-    def __init__(self, db: Database, clock: Clock, settings: EventsSettings) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, settings: EventsSettings, *, write_timeout: float
+    ) -> None:
         self.db = db
         self.clock = clock
         self.settings = settings
+        # Never shorter than the promise needs, whatever the setting says (a deployment
+        # that raised the write deadline keeps a feed that skips nothing).
+        self.settle = timedelta(
+            seconds=max(settings.feed_settle_seconds, 2 * write_timeout + CLOCK_MARGIN_SECONDS)
+        )
 
     async def page(
         self,
@@ -47,7 +58,7 @@ class EventFeed:
         cursor: str | None,
     ) -> dict[str, Any]:
         now = self.clock.now()
-        settled = now - timedelta(seconds=self.settings.feed_settle_seconds)
+        settled = now - self.settle
         query = select(E).where(
             E.c.shop_id == shop_id,
             E.c.occurred_at >= now - timedelta(days=self.settings.retention_days),

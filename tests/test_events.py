@@ -643,9 +643,14 @@ async def _cut_and_heal(
             await claim_ok(client, user, template)
         await expect(await client.get("/readyz"), HTTPStatus.OK)  # serving needs no broker
 
+        clock.advance(timedelta(seconds=5))  # the oldest unpublished event is 5 s old
+
         async def lag_shown() -> bool:
             text = await (await client.get("/metrics")).text()
-            return "bff_events_outbox_unpublished 30.0" in text
+            return (
+                "bff_events_outbox_unpublished 30.0" in text
+                and "bff_events_outbox_lag_seconds 5.0" in text
+            )
 
         await eventually(lag_shown, "the unpublished events in /metrics")
         assert len(consumer.bodies) == 1

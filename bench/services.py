@@ -255,6 +255,9 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")}
+        # Events (issue 20) are measured on or off by the bench's caller: its BFF_EVENTS_*
+        # variables (BFF_EVENTS_AMQP_URL=amqp://..., BFF_EVENTS_RELAY_IN_SERVER) go through.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("BFF_EVENTS_")})
         if self.bench_config:
             WORK.mkdir(parents=True, exist_ok=True)
             config = WORK / "bench.toml"

@@ -33,6 +33,8 @@ from bff.coupons.wallet import WalletService
 from bff.db.engine import Database, describe
 from bff.db.migrations import migrate
 from bff.errors import error_middleware, is_unavailable
+from bff.events.feed import EVENT_FEED, EventFeed
+from bff.events.relay import EVENT_RELAY, OutboxUpkeep, Relay
 from bff.gate.base import Gate
 from bff.gate.memory import MemoryGate
 from bff.gate.redis import RedisGate
@@ -135,6 +137,7 @@ def create_app(
     app.cleanup_ctx.append(_database_ctx(base_dir))
     app.cleanup_ctx.append(_gate_ctx)
     app.cleanup_ctx.append(_services_ctx)
+    app.cleanup_ctx.append(_events_ctx)
     return app
 
 
@@ -303,6 +306,31 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         await holders.close()
         db.after_commit = None
         await versions.close()
+
+
+async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Coupon events: the feed always; the relay to the broker when a URL is set; upkeep.
+
+    The outbox is written by every change whether or not a relay runs (the feed reads
+    it); the broker is not needed to serve, so it is connected in the relay's own task
+    and its absence never fails start-up or /readyz.
+    """
+    db, clock, settings, metrics = app[DB], app[CLOCK], app[SETTINGS].events, app[METRICS]
+    write_timeout = app[SETTINGS].database.write_timeout_seconds
+    app[EVENT_FEED] = EventFeed(db, clock, settings, write_timeout=write_timeout)
+    relayed = bool(settings.amqp_url)  # here, or by `coupon-bff relay` (relay_in_server off)
+    relay = Relay(db, clock, settings, metrics) if relayed and settings.relay_in_server else None
+    upkeep = OutboxUpkeep(db, clock, settings, metrics, relayed=relayed)
+    if relay is not None:
+        app[EVENT_RELAY] = relay
+        relay.start()
+    upkeep.start()
+    try:
+        yield
+    finally:
+        await upkeep.stop()
+        if relay is not None:
+            await relay.stop()
 
 
 def _points(

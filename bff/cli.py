@@ -77,6 +77,8 @@ and docs/DEPLOY.md in the source repository):
   BFF_JWT_ALGORITHM, BFF_JWT_PUBLIC_KEY_FILE, BFF_JWT_PRIVATE_KEY_FILE, BFF_JWT_ISSUER
   BFF_IDENTITY_PROVIDER       none, dev (auth codes dev:<user_id>) or module:Class
   BFF_CORS_ORIGINS            origins whose browser pages may call the API (comma list)
+  BFF_EVENTS_AMQP_URL         amqp://user:password@host:5672/: relay coupon events to RabbitMQ
+                              (BFF_EVENTS_RELAY_IN_SERVER=false: only `relay` processes do)
   BFF_ENV                     development (default) or anything else (production rules)
   BFF_CONFIG                  a TOML file merged over config/defaults.toml
 
@@ -317,10 +319,40 @@ def seed_demo(settings: Settings) -> None:
     print("\n".join(report.lines(base_url, where)), flush=True)
 
 
+def relay_events(settings: Settings) -> int:
+    """``relay``: the events relay alone, in this process, until SIGTERM or SIGINT."""
+    if not settings.events.amqp_url:
+        print("config error: relay needs BFF_EVENTS_AMQP_URL (events.amqp_url)", file=sys.stderr)
+        return EXIT_CONFIG
+    from bff.events.relay import relay_until
+
+    setup_logging()
+    _install_uvloop()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await relay_until(stop, settings)
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:
+        print(
+            f"start-up failed: database not reachable or not migratable "
+            f"({_database_setting(settings)}): {reason(exc)}",
+            file=sys.stderr,
+        )
+        return EXIT_DATABASE
+    return 0
+
+
 def parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Coupon BFF: serve (the default), seed a demo shop, mint a token, migrate.",
+        description="Coupon BFF: serve (the default), seed a demo shop, mint a token, migrate, "
+        "relay events.",
         epilog=VARIABLES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -331,6 +363,11 @@ def parser(prog: str) -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True)
     sub.add_parser("migrate", help="apply the schema migrations and exit")
     sub.add_parser("serve", help="serve (the default)")
+    sub.add_parser(
+        "relay",
+        help="publish the events outbox to RabbitMQ until SIGTERM (needs BFF_EVENTS_AMQP_URL; "
+        "pair with BFF_EVENTS_RELAY_IN_SERVER=false)",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -350,6 +387,8 @@ def main(argv: list[str] | None = None, prog: str = "coupon-bff") -> int:
         return EXIT_CONFIG
     if args.verb == "token":
         return mint_token(settings, args)
+    if args.verb == "relay":
+        return relay_events(settings)
     try:
         if args.verb == "migrate":
             applied = migrate_database(settings)

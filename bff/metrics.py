@@ -6,7 +6,7 @@ aggregate at the gateway.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -25,6 +25,38 @@ class Metrics:
             "HTTP request latency by route and method",
             ("route", "method"),
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        # Coupon events (bff/events): refreshed by each process's outbox upkeep.
+        self.outbox_rows = Gauge(
+            "bff_events_outbox_rows",
+            "Rows in the events outbox, feed included (from the ends of its ids: about)",
+            registry=self.registry,
+        )
+        self.outbox_unpublished = Gauge(
+            "bff_events_outbox_unpublished",
+            "Outbox rows the broker has not confirmed yet (relay on only)",
+            registry=self.registry,
+        )
+        self.outbox_lag = Gauge(
+            "bff_events_outbox_lag_seconds",
+            "Age of the oldest event not yet confirmed by the broker (relay on only)",
+            registry=self.registry,
+        )
+        self.event_deliveries = Counter(
+            "bff_events_deliveries",
+            "Event deliveries of this process by channel (amqp) and result (confirmed, failed)",
+            ("channel", "result"),
+            registry=self.registry,
+        )
+        self.event_failures = Counter(
+            "bff_events_relay_failures",
+            "Relay rounds of this process that failed (broker or database), then backed off",
+            registry=self.registry,
+        )
+        self.outbox_pruned = Counter(
+            "bff_events_outbox_pruned",
+            "Outbox rows this process pruned past the retention",
             registry=self.registry,
         )
 

@@ -222,6 +222,38 @@ class TracingSettings:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    """Coupon events (bff/events): the outbox is always written; the relay needs a URL."""
+
+    # amqp:// or amqps:// of RabbitMQ; empty = no relay (the feed still serves the events).
+    amqp_url: str = ""
+    # Whether each serving process runs a relay (with amqp_url set). False: the serving
+    # processes only write the outbox and `coupon-bff relay` publishes it, in a process of
+    # its own (the relay costs CPU per event; docs/EVENTS.md "Where the relay runs").
+    relay_in_server: bool = True
+    # The topic exchange the relay publishes to (routing key = event type).
+    exchange: str = "coupon-bff.events"
+    # Rows a relay claims and publishes per round, and how long its claim (lease) lasts.
+    batch_size: int = 500
+    lease_seconds: float = 60.0
+    # How long a relay with nothing to publish waits before it looks again.
+    poll_seconds: float = 0.25
+    # The deadline of connecting and of one round's confirms; the longest backoff.
+    publish_timeout_seconds: float = 10.0
+    backoff_max_seconds: float = 30.0
+    # The pull feed (GET /admin/events) serves this many days; rows older are pruned
+    # (once published, when a relay is configured).
+    retention_days: int = 7
+    prune_interval_seconds: float = 60.0
+    # How often each process refreshes the outbox gauges of /metrics (rows, lag).
+    metrics_seconds: float = 5.0
+    # The feed serves an event only once this many seconds old, so that no event with a
+    # lower id can still commit after a reader moved past it (never less than twice the
+    # write deadline plus 2 s, whatever this says).
+    feed_settle_seconds: float = 12.0
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: str = "development"
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -239,6 +271,7 @@ class Settings:
     points: PointsSettings = field(default_factory=PointsSettings)
     redemption: RedemptionSettings = field(default_factory=RedemptionSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
 
     @property
     def is_development(self) -> bool:
@@ -282,6 +315,10 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BFF_POINTS_STRENGTH_RULE": ("points", "strength_rule"),
     "BFF_REDEMPTION_LOCK_TIMEOUT_MINUTES": ("redemption", "lock_timeout_minutes"),
     "BFF_OTEL_EXPORTER": ("tracing", "exporter"),
+    "BFF_EVENTS_AMQP_URL": ("events", "amqp_url"),
+    "BFF_EVENTS_EXCHANGE": ("events", "exchange"),
+    "BFF_EVENTS_RELAY_IN_SERVER": ("events", "relay_in_server"),
+    "BFF_EVENTS_RETENTION_DAYS": ("events", "retention_days"),
 }
 # "section.key" -> its BFF_* variable, so that an error names the variable to fix.
 SETTING_VARIABLES = {f"{section}.{key}": var for var, (section, key) in ENV_OVERRIDES.items()}
@@ -301,6 +338,7 @@ SECTIONS: dict[str, type] = {
     "points": PointsSettings,
     "redemption": RedemptionSettings,
     "tracing": TracingSettings,
+    "events": EventsSettings,
 }
 # Read outside the service, by the test suite and the bench: no warning for them.
 TOOLING_PREFIXES = ("BFF_TEST_", "BFF_BENCH_", "BFF_SCHEMATHESIS_")
@@ -467,6 +505,7 @@ def validate(settings: Settings) -> None:
             "tracing.exporter (BFF_OTEL_EXPORTER) must be empty (off), 'otlp' or 'console', "
             f"got {settings.tracing.exporter!r}"
         )
+    _validate_events(settings.events)
     if settings.tracing.exporter:
         needed = TRACING_MODULES + ((OTLP_MODULE,) if settings.tracing.exporter == "otlp" else ())
         missing = [name for name in needed if not _importable(name)]
@@ -475,6 +514,23 @@ def validate(settings: Settings) -> None:
                 f"tracing.exporter (BFF_OTEL_EXPORTER) is {settings.tracing.exporter!r} but "
                 f"{missing[0]} is not installed: pip install 'coupon-bff[tracing]'"
             )
+
+
+def _validate_events(events: EventsSettings) -> None:
+    if events.amqp_url and urlsplit(events.amqp_url).scheme not in ("amqp", "amqps"):
+        raise ConfigError(
+            "events.amqp_url (BFF_EVENTS_AMQP_URL) must be an amqp:// or amqps:// URL "
+            f"(or empty: no relay), got {redact_url(events.amqp_url)!r}"
+        )
+    if not events.exchange:
+        raise ConfigError("events.exchange (BFF_EVENTS_EXCHANGE) must not be empty")
+    if events.retention_days < 1:
+        raise ConfigError("events.retention_days (BFF_EVENTS_RETENTION_DAYS) must be at least 1")
+    if events.batch_size < 1 or events.lease_seconds <= events.publish_timeout_seconds:
+        raise ConfigError(
+            "events.batch_size must be at least 1 and events.lease_seconds longer than "
+            "events.publish_timeout_seconds (a lease must outlast the round it covers)"
+        )
 
 
 def _importable(module: str) -> bool:

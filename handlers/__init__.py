@@ -6,6 +6,7 @@ from bff.routing import Endpoint
 from handlers import (
     admin_catalog,
     admin_coupons,
+    admin_events,
     admin_packs,
     admin_stats,
     admin_templates,
@@ -34,6 +35,7 @@ def all_endpoints() -> list[Endpoint]:
         points,
         redemption,
         admin_stats,
+        admin_events,
         demo,
     )
     return [endpoint for module in modules for endpoint in module.routes.endpoints]

@@ -25,6 +25,7 @@ from bff.coupons.templates import fetch_row
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import not_found
+from bff.events import outbox
 from bff.gate.base import Gate
 from bff.idempotency import Reply, body_hash, idempotency_conflict, run_once
 
@@ -56,7 +57,15 @@ class GrantService:
                     raise idempotency_conflict()
                 return Reply(stored.status, jsonutil.loads(stored.reply), replayed=True)
             reply = await self._grant(shop_id, template_id, unique_users, request_id, digest)
-            await self._store(shop_id, record_key, digest, reply)
+            finished = outbox.grant_finished(
+                shop_id,
+                template_id,
+                request_id,
+                len(reply.body["granted"]),
+                reply.body["failed"],
+                self.clock.now(),
+            )
+            await self._store(shop_id, record_key, digest, reply, finished)
             return reply
 
         key = f"idem:{{{shop_id}:merchant}}:{record_key}"
@@ -107,7 +116,12 @@ class GrantService:
 
         return await self.db.read(work)
 
-    async def _store(self, shop_id: str, record_key: str, digest: str, reply: Reply) -> None:
+    async def _store(
+        self, shop_id: str, record_key: str, digest: str, reply: Reply, finished: outbox.Event
+    ) -> None:
+        """Keep the reply and write the grant's ``grant.finished`` event with it: a copy
+        that stored first (the gate lost its keys) wrote the one event."""
+
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(
                 insert(R).values(
@@ -119,6 +133,7 @@ class GrantService:
                     created_at=self.clock.now(),
                 )
             )
+            await outbox.append(conn, [finished])
 
         try:
             await self.db.transaction(work)

@@ -85,6 +85,7 @@ from bff.db import tables
 from bff.db.engine import Database
 from bff.db.locks import lock_wallets
 from bff.errors import is_unavailable
+from bff.events import outbox
 from bff.gate.base import ClaimFacts, Gate, facts_key
 from bff.versions import touch
 
@@ -609,6 +610,10 @@ class Ledger:
                 inserted = await self._write(conn, template, rows, day, code_ids)
                 if exclusive:
                     await self._record_exclusive(conn, rows, now)
+                # Their events, in this transaction: one insert for the batch (bff.events).
+                await outbox.append(
+                    conn, outbox.issued(template, inserted.values(), now, sold_out=stock_left == 0)
+                )
         except BaseException:
             # Wait for the gate writes all the same: one still in flight after the rollback
             # released the wallet locks could overwrite a later writer's facts.

@@ -15,6 +15,7 @@ from bff.db import tables
 from bff.db.engine import Database
 from bff.db.paging import newest_first
 from bff.errors import conflict, not_found
+from bff.events import outbox
 from bff.redemption.locks import DEFAULT_LOCK_TIMEOUT, effective_status
 from bff.schemas import Discriminated, PageQuery
 from bff.versions import touch
@@ -180,6 +181,7 @@ class WalletService:
                 raise not_found("coupon")
             if changed.rowcount == 1:
                 touch(shop_id, [row.user_id])  # their signed-in prices change (bff.versions)
+                await outbox.append(conn, [outbox.coupon_revoked(row, now)])
             if changed.rowcount != 1:
                 raise conflict(
                     "COUPON_NOT_USABLE",

@@ -108,6 +108,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "redemptions", _create("redemptions", "redemption_coupons")),
     Migration(8, "coupons by order", _create_index("coupons", "ix_coupons_shop_id_order_id")),
     Migration(9, "idempotency replies up to 16 MB", _long_idempotency_replies),
+    Migration(10, "coupon events outbox", _create("coupon_events")),
 ]
 
 

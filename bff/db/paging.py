@@ -1,7 +1,9 @@
-"""Keyset paging for the API's lists: ``{"items": [...], "next_cursor": ...}``, newest first."""
+"""Keyset paging for the API's lists: ``{"items": [...], "next_cursor": ...}``, newest first
+(or, for feeds read from a position on, oldest first)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import ValidationError
@@ -38,3 +40,46 @@ async def newest_first(
         return rows, None
     rows = rows[:limit]
     return rows, encode_cursor({"before": rows[-1].id})
+
+
+async def oldest_first(
+    db: Database,
+    query: Select[Any],
+    id_column: ColumnElement[int],
+    limit: int,
+    after: int | None,
+    cursor: str | None,
+    keep: Callable[[Any], bool] | None = None,
+) -> tuple[list[Any], str | None]:
+    """One page of ``query`` by ascending id after ``after`` (or the ``cursor``'s position).
+
+    For feeds read from a position on (a pull consumer's last id). ``keep``: the page
+    ends before the first row it refuses (a row not final yet), and has no next
+    cursor then. A cursor not made here, or both a cursor and ``after``, is a 400.
+    """
+    try:
+        position = decode_cursor(cursor)
+    except ValidationError as exc:
+        raise validation_failed(exc.messages) from exc
+    if position is not None:
+        if after is not None:
+            raise validation_failed({"cursor": ["Give either cursor or after, not both."]})
+        after = position.get("after")
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_ID:
+            raise validation_failed({"cursor": ["Invalid cursor."]})
+    if after is not None:
+        query = query.where(id_column > after)
+    query = query.order_by(id_column).limit(limit + 1)
+
+    async def work(conn: Any) -> list[Any]:
+        return list(await conn.execute(query))
+
+    rows = await db.read(work)
+    if keep is not None:
+        for index, row in enumerate(rows):
+            if not keep(row):
+                return rows[: min(index, limit)], None
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor({"after": rows[-1].id})

@@ -389,3 +389,30 @@ redemption_coupons = Table(
     Index(None, "template_id", "order_id"),
     **MYSQL_TABLE_ARGS,
 )
+
+# --- coupon events: the transactional outbox (migration 10) ----------------------------------
+# One row per event, inserted in the transaction of the change it reports (bff/events). The
+# id is the event's id: stable across redelivery, increasing in insertion order (not strictly
+# in commit order: the feed waits for ids to settle, bff/events/feed.py). A row stays after it
+# is published (``published_at``), for the pull feed, and is pruned after the retention.
+coupon_events = Table(
+    "coupon_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    # The event's ``data`` object as JSON text (serialized once, sent as is).
+    Column("data", Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
+    # NULL until the broker confirmed it (the relay, bff/events/relay.py).
+    Column("published_at", UtcDateTime, nullable=True),
+    # A relay's claim on an unpublished row: until when, and which relay. A crashed relay's
+    # lease runs out and another publishes the row again (consumers dedupe by id).
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("lease_owner", String(36), nullable=True),
+    Index(None, "published_at", "id"),
+    Index(None, "shop_id", "id"),
+    Index(None, "occurred_at"),
+    **MYSQL_TABLE_ARGS,
+)

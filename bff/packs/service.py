@@ -40,6 +40,7 @@ from bff.db.engine import Database
 from bff.db.locks import lock_shop, lock_wallets
 from bff.db.paging import newest_first
 from bff.errors import conflict, not_found, validation_failed
+from bff.events import outbox
 from bff.gate.base import Gate
 from bff.idempotency import Reply, body_hash, idempotency_conflict, run_once
 from bff.members import MemberService, fetch_member, is_new_member, member_from_row
@@ -518,6 +519,14 @@ class PackService:
                 body_hash=digest,
                 claimed_at=now,
             )
+        )
+        await outbox.append(
+            conn,
+            [
+                outbox.gift_pack_claimed(
+                    shop_id, pack_id, user_id, [c for c, _ in issued], pack.gift_template_id, now
+                )
+            ],
         )
         return issued
 

@@ -31,6 +31,7 @@ from bff.db import tables
 from bff.db.engine import Database
 from bff.db.paging import newest_first
 from bff.errors import ApiError, conflict, not_found, validation_failed
+from bff.events import outbox
 from bff.gate.base import Gate
 from bff.idempotency import Reply, body_hash, idempotency_conflict, run_once
 from bff.members import fetch_member
@@ -126,7 +127,9 @@ async def append_entry(
         )
     )
     entry_id = int(result.inserted_primary_key[0])
-    return (await conn.execute(select(L).where(L.c.id == entry_id))).first()
+    entry = (await conn.execute(select(L).where(L.c.id == entry_id))).first()
+    await outbox.append(conn, [outbox.points_changed(entry)])
+    return entry
 
 
 def entry_view(row: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bff.db import tables
+from bff.events import outbox
 
 C = tables.coupons
 R = tables.redemptions
@@ -86,7 +87,14 @@ async def release_lapsed(
         return []
     held = list(
         await conn.execute(
-            select(RC.c.order_id, RC.c.coupon_id, C.c.valid_to)
+            select(
+                RC.c.order_id,
+                RC.c.coupon_id,
+                RC.c.template_id,
+                RC.c.discount,
+                C.c.user_id,
+                C.c.valid_to,
+            )
             .join(C, C.c.id == RC.c.coupon_id)
             .where(RC.c.shop_id == shop_id, RC.c.order_id.in_(lapsed))
         )
@@ -100,6 +108,23 @@ async def release_lapsed(
         (row.order_id, row.coupon_id, outcome_on_release(row.valid_to, now)) for row in held
     ]
     await record_outcomes(conn, shop_id, outcomes)
+    await outbox.append(
+        conn,
+        [
+            outbox.order_coupon(
+                outbox.COUPON_LOCK_LAPSED,
+                shop_id,
+                now,
+                coupon_id=row.coupon_id,
+                template_id=row.template_id,
+                user_id=row.user_id,
+                order_id=row.order_id,
+                discount=row.discount,
+                outcome=outcome,
+            )
+            for row, (_, _, outcome) in zip(held, outcomes, strict=True)
+        ],
+    )
     await conn.execute(
         update(R)
         .where(R.c.shop_id == shop_id, R.c.order_id.in_(lapsed), R.c.status == "locked")

@@ -52,6 +52,7 @@ from bff.coupons.wallet import coupon_status
 from bff.db import tables
 from bff.db.engine import Database
 from bff.errors import ApiError, conflict, not_found
+from bff.events import outbox
 from bff.gate.base import Gate
 from bff.idempotency import Reply, body_hash, idempotency_conflict, run_once
 from bff.redemption.locks import (
@@ -228,6 +229,22 @@ class RedemptionService:
                     conn, shop_id, user_id, order_id, coupon_ids, now
                 )
                 raise coupon_not_usable(coupon_id, reason)
+            await outbox.append(
+                conn,
+                [
+                    outbox.order_coupon(
+                        outbox.COUPON_LOCKED,
+                        shop_id,
+                        now,
+                        coupon_id=entry["coupon_id"],
+                        template_id=entry["template_id"],
+                        user_id=user_id,
+                        order_id=order_id,
+                        discount=entry["discount"],
+                    )
+                    for entry in view["coupons"]
+                ],
+            )
         return Reply(HTTPStatus.CREATED, jsonutil.loads(jsonutil.dumps(reply)))
 
     async def _replay(
@@ -299,16 +316,32 @@ class RedemptionService:
             )
             if released:
                 return await self._order(conn, shop_id, order_id)  # expired: committed first
-            held = await self._held_count(conn, shop_id, order_id)
+            held = await self._held(conn, shop_id, order_id)
             changed = await conn.execute(
                 update(C)
                 .where(C.c.shop_id == shop_id, C.c.order_id == order_id, C.c.status == "locked")
                 .values(status="used", updated_at=now)
             )
-            if changed.rowcount != held:  # pragma: no cover - the order row lock rules it out
+            if changed.rowcount != len(held):  # pragma: no cover - the order row lock rules it out
                 raise RuntimeError(
-                    f"order {order_id} holds {held} coupons, {changed.rowcount} locked"
+                    f"order {order_id} holds {len(held)} coupons, {changed.rowcount} locked"
                 )
+            await outbox.append(
+                conn,
+                [
+                    outbox.order_coupon(
+                        outbox.COUPON_USED,
+                        shop_id,
+                        now,
+                        coupon_id=entry.coupon_id,
+                        template_id=entry.template_id,
+                        user_id=row.user_id,
+                        order_id=order_id,
+                        discount=entry.discount,
+                    )
+                    for entry in held
+                ],
+            )
             await conn.execute(
                 update(R)
                 .where(R.c.shop_id == shop_id, R.c.order_id == order_id, R.c.status == "locked")
@@ -377,7 +410,14 @@ class RedemptionService:
         """
         rows = list(
             await conn.execute(
-                select(RC.c.coupon_id, C.c.valid_to, T.c.spec)
+                select(
+                    RC.c.coupon_id,
+                    RC.c.template_id,
+                    RC.c.discount,
+                    C.c.user_id,
+                    C.c.valid_to,
+                    T.c.spec,
+                )
                 .join(C, C.c.id == RC.c.coupon_id)
                 .join(T, T.c.id == RC.c.template_id)
                 .where(RC.c.shop_id == shop_id, RC.c.order_id == order_id)
@@ -385,12 +425,28 @@ class RedemptionService:
         )
         outcomes: list[tuple[str, int, str]] = []
         back: list[int] = []
+        events: list[outbox.Event] = []
         for row in rows:
             if spent and not row.spec.get("return_on_cancel", True):
                 outcomes.append((order_id, row.coupon_id, "not_returnable"))
                 continue
-            outcomes.append((order_id, row.coupon_id, outcome_on_release(row.valid_to, now)))
+            outcome = outcome_on_release(row.valid_to, now)
+            outcomes.append((order_id, row.coupon_id, outcome))
             back.append(row.coupon_id)
+            events.append(
+                outbox.order_coupon(
+                    outbox.COUPON_RETURNED,
+                    shop_id,
+                    now,
+                    coupon_id=row.coupon_id,
+                    template_id=row.template_id,
+                    user_id=row.user_id,
+                    order_id=order_id,
+                    discount=row.discount,
+                    outcome=outcome,
+                    after_payment=spent,
+                )
+            )
         if back:
             await conn.execute(
                 update(C)
@@ -403,6 +459,7 @@ class RedemptionService:
                 .values(status="unused", order_id=None, updated_at=now)
             )
         await record_outcomes(conn, shop_id, outcomes)
+        await outbox.append(conn, events)
 
     # --- reads --------------------------------------------------------------------------------
     async def _order(self, conn: AsyncConnection, shop_id: str, order_id: str) -> Any:
@@ -411,11 +468,14 @@ class RedemptionService:
             query = query.with_for_update()
         return (await conn.execute(query)).first()
 
-    async def _held_count(self, conn: AsyncConnection, shop_id: str, order_id: str) -> int:
+    async def _held(self, conn: AsyncConnection, shop_id: str, order_id: str) -> list[Any]:
+        """The order's coupons: id, template and apportioned discount."""
         rows = await conn.execute(
-            select(RC.c.coupon_id).where(RC.c.shop_id == shop_id, RC.c.order_id == order_id)
+            select(RC.c.coupon_id, RC.c.template_id, RC.c.discount)
+            .where(RC.c.shop_id == shop_id, RC.c.order_id == order_id)
+            .order_by(RC.c.coupon_id)
         )
-        return len(rows.all())
+        return list(rows)
 
     async def _outcomes(
         self, conn: AsyncConnection, shop_id: str, order_id: str

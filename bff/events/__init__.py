@@ -1,0 +1,1 @@
+"""Coupon events: the transactional outbox, its relay to RabbitMQ, the pull feed."""

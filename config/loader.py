@@ -183,6 +183,8 @@ class CacheSettings:
     # Best quotes per process by the shape of their input (bff.pricing.engine.QuoteMemo):
     # exact, so only a bound on memory (entries of a few KB; 0: off).
     quote_memo_entries: int = 2048
+    # ...and about this many bytes of them (an estimate per entry, bff.pricing.engine).
+    quote_memo_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -468,8 +470,8 @@ def validate(settings: Settings) -> None:
     cache = settings.cache
     if cache.user_facts_entries < 0 or cache.user_facts_bytes < 0:
         raise ConfigError("cache.user_facts_entries and cache.user_facts_bytes must be >= 0")
-    if cache.quote_memo_entries < 0:
-        raise ConfigError("cache.quote_memo_entries must be >= 0")
+    if cache.quote_memo_entries < 0 or cache.quote_memo_bytes < 0:
+        raise ConfigError("cache.quote_memo_entries and cache.quote_memo_bytes must be >= 0")
     if cache.user_facts_max_age_seconds < 0:
         raise ConfigError("cache.user_facts_max_age_seconds must be >= 0")
     if settings.wallet.max_unused_per_shop < 1:

@@ -314,6 +314,15 @@ def test_the_memo_keeps_at_most_its_entries():
         [Line("p9", 1, 1000)], [coupon("b", off(100), template=hash("a") % 10_000)], memo=memo
     )
     assert memo.hits == 0  # another benefit object: another shape
+    # Bounded in bytes too (an estimate per entry): the oldest go first.
+    small = QuoteMemo(entries=100, max_bytes=3 * engine.entry_bytes(1, 1))
+    held = [coupon("a", off(100))]
+    for n in range(10):
+        best_quote([Line(f"p{n}", 1, 1000)], held, memo=small)
+    assert len(small) == 3 and small.bytes == 3 * engine.entry_bytes(1, 1)
+    best_quote([Line("p9", 1, 1000)], held, memo=small)
+    best_quote([Line("p0", 1, 1000)], held, memo=small)
+    assert small.hits == 1  # the newest stayed, the oldest went
 
 
 @settings(

@@ -593,10 +593,11 @@ def _best(lines: Sequence[Line], standing: list[Candidate], claims_left: float) 
 class _Remembered:
     """A best quote and the coupons that stood for their templates when it was found."""
 
-    __slots__ = ("positions", "quote", "specs")
+    __slots__ = ("positions", "quote", "size", "specs")
 
     def __init__(self, quote: Quote, standing: list[Candidate]) -> None:
         self.quote = quote
+        self.size = 0
         where = {id(c): k for k, c in enumerate(standing)}
         self.positions = tuple(where[id(a.candidate)] for a in quote.coupons)
         # The key names benefits and scopes by identity: holding them keeps those
@@ -638,9 +639,11 @@ class QuoteMemo:
     are parsed once per shop read and never changed in place); the entry holds them.
     """
 
-    def __init__(self, entries: int = 2048) -> None:
+    def __init__(self, entries: int = 2048, max_bytes: int = 16 * 1024 * 1024) -> None:
         self.entries = entries
+        self.max_bytes = max_bytes
         self._kept: OrderedDict[tuple[Any, ...], _Remembered] = OrderedDict()
+        self.bytes = 0  # the estimate (ENTRY_BYTES) of what is kept
         self.hits = 0
         self.misses = 0
 
@@ -671,12 +674,28 @@ class QuoteMemo:
     def put(self, key: tuple[Any, ...], value: _Remembered) -> None:
         if self.entries <= 0:
             return
+        value.size = entry_bytes(len(key[0]), len(key[2]))
+        if value.size > self.max_bytes:
+            return
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
         self._kept[key] = value
-        if len(self._kept) > self.entries:
-            self._kept.popitem(last=False)
+        self.bytes += value.size
+        while len(self._kept) > self.entries or self.bytes > self.max_bytes:
+            _, dropped = self._kept.popitem(last=False)
+            self.bytes -= dropped.size
 
     def clear(self) -> None:
         self._kept.clear()
+        self.bytes = 0
+
+
+def entry_bytes(lines: int, coupons: int) -> int:
+    """What a memo entry takes, estimated: measured with tracemalloc (CPython 3.11) at
+    1.6 KB for 5 coupons on one line, 4.1 KB for 30, 8.4 KB for 60, 14.2 KB for 100
+    coupons on five lines; this estimate is above each."""
+    return 1_200 + 150 * coupons + 150 * lines
 
 
 class _Search:

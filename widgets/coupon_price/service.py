@@ -128,7 +128,11 @@ class PriceService:
         self.max_age = timedelta(seconds=cache.user_facts_max_age_seconds)
         self._gate_paused_until = 0.0
         # Best quotes by the shape of their input: exact, bounded (bff.pricing.engine).
-        self.quotes = QuoteMemo(cache.quote_memo_entries) if cache.quote_memo_entries else None
+        self.quotes = (
+            QuoteMemo(cache.quote_memo_entries, cache.quote_memo_bytes)
+            if cache.quote_memo_entries
+            else None
+        )
 
     # --- public operations --------------------------------------------------------------------
     async def product(

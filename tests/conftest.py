@@ -271,3 +271,11 @@ def client_with(
         return await aiohttp_client(make_app(settings=settings.replace(**changes)))
 
     return build
+
+
+@pytest.fixture
+async def steady(client_with: Callable[..., Any]) -> TestClient:
+    """An app whose claim caches outlast any test (tests.helpers.STEADY)."""
+    from tests.helpers import STEADY
+
+    return await client_with(claim=STEADY)

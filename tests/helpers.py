@@ -257,3 +257,28 @@ async def cancel_order(
     client: TestClient, service: dict[str, str], order_id: str, shop: str = "s1"
 ) -> Any:
     return await client.post(shop_url(f"/redemptions/{order_id}/cancel", shop), headers=service)
+
+
+# --- the claim gate's and the holders filter's tests ------------------------------------------
+# Long enough that no local cache runs out in the middle of a test on a slow machine.
+STEADY = {"template_cache_seconds": 600.0, "sold_out_seconds": 600.0}
+
+
+async def code_of(client: TestClient, headers: dict[str, str], template_id: int, **kw: Any) -> str:
+    """A claim's outcome as one word: its error code, "201" or "201 replayed"."""
+    response = await claim(client, headers, template_id, **kw)
+    body = await response.json()
+    if response.status == HTTPStatus.CREATED:
+        return "201 replayed" if body.get("replayed") else "201"
+    return str(body["error"]["code"])
+
+
+async def sold_out_template(
+    client: TestClient, clock: ManualClock, merchant: dict[str, str], auth: Any, **overrides: Any
+) -> dict[str, Any]:
+    """A template of stock 1 that ``first`` has already taken."""
+    template = await create_template(
+        client, clock, merchant, stock={"type": "limited", "total": 1}, **overrides
+    )
+    await claim_ok(client, auth("user", sub="first"), template["id"])
+    return template

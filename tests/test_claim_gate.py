@@ -35,9 +35,11 @@ from bff.keys import GATE, HOLDERS
 from config.loader import RedisSettings
 from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings, template_body
 from tests.helpers import (
+    STEADY,
     cancel_order,
     claim,
     claim_ok,
+    code_of,
     confirm_order,
     create_template,
     items,
@@ -45,36 +47,10 @@ from tests.helpers import (
     put_product,
     redeem_ok,
     shop_url,
+    sold_out_template,
     statements,
     two_instances,
 )
-
-# Long enough that no local cache runs out in the middle of a test on a slow machine.
-STEADY = {"template_cache_seconds": 600.0, "sold_out_seconds": 600.0}
-
-
-async def code_of(client: TestClient, headers: dict[str, str], template_id: int, **kw: Any) -> str:
-    response = await claim(client, headers, template_id, **kw)
-    body = await response.json()
-    if response.status == HTTPStatus.CREATED:
-        return "201 replayed" if body.get("replayed") else "201"
-    return body["error"]["code"]
-
-
-@pytest.fixture
-async def steady(client_with: Callable[..., Any]) -> TestClient:
-    return await client_with(claim=STEADY)
-
-
-async def sold_out_template(
-    client: TestClient, clock: ManualClock, merchant: dict[str, str], auth: Any, **overrides: Any
-) -> dict[str, Any]:
-    """A template of stock 1 that ``first`` has already taken."""
-    template = await create_template(
-        client, clock, merchant, stock={"type": "limited", "total": 1}, **overrides
-    )
-    await claim_ok(client, auth("user", sub="first"), template["id"])
-    return template
 
 
 # --- the fast path ---------------------------------------------------------------------------

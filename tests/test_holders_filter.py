@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
@@ -33,44 +32,21 @@ from bff.keys import DB, GATE, HOLDERS, LEDGER
 from config.loader import RedisSettings
 from tests.conftest import REDIS_URL, base_settings, expect, mariadb_settings, template_body
 from tests.helpers import (
+    STEADY,
     claim,
     claim_ok,
+    code_of,
     create_template,
     enrol,
     grant_ok,
     new_request_id,
     shop_url,
+    sold_out_template,
     statements,
 )
 from tests.test_wallet_and_codes import claim_by_code, import_ok
 
-# Long enough that no local cache runs out in the middle of a test on a slow machine.
-STEADY = {"template_cache_seconds": 600.0, "sold_out_seconds": 600.0}
 KEY = holders_key("s1")
-
-
-async def code_of(client: TestClient, headers: dict[str, str], template_id: int, **kw: Any) -> str:
-    response = await claim(client, headers, template_id, **kw)
-    body = await response.json()
-    if response.status == HTTPStatus.CREATED:
-        return "201 replayed" if body.get("replayed") else "201"
-    return body["error"]["code"]
-
-
-@pytest.fixture
-async def steady(client_with: Callable[..., Any]) -> TestClient:
-    return await client_with(claim=STEADY)
-
-
-async def sold_out_template(
-    client: TestClient, clock: Any, merchant: dict[str, str], auth: Any, **overrides: Any
-) -> dict[str, Any]:
-    """A template of stock 1 that ``first`` has already taken."""
-    template = await create_template(
-        client, clock, merchant, stock={"type": "limited", "total": 1}, **overrides
-    )
-    await claim_ok(client, auth("user", sub="first"), template["id"])
-    return template
 
 
 async def forget_facts(client: TestClient, *users: str) -> None:

@@ -412,9 +412,8 @@ class PriceService:
             if known is not None:
                 deadline = now - self.lock_timeout
                 held = await fetch_usable(self.db, shop_id, user_id, now, deadline)
-                specs = facts.specs
-                if all(coupon.template_id in specs for coupon in held):
-                    pairs = [(coupon, specs[coupon.template_id]) for coupon in held]
+                pairs = _known_specs(held, facts)
+                if pairs is not None:
                     return PricingData(products=known[0], live=known[1], held=pairs)
         return await self.db.read(lambda conn: read(conn, facts, False))
 
@@ -502,10 +501,9 @@ class PriceService:
         """:meth:`_user_entry` from rows already read; None when a held coupon's template
         is not in the shop's facts (its spec needs a read)."""
         held, user = user_facts_from(rows, now, now - self.lock_timeout)
-        specs = facts.specs
-        if any(coupon.template_id not in specs for coupon in held):
+        with_specs = _known_specs(held, facts)
+        if with_specs is None:
             return None
-        with_specs = [(coupon, specs[coupon.template_id]) for coupon in held]
         return Entry("", with_specs, user, now, self._expiry(rows, now))
 
     def _expiry(self, rows: list[Any], now: datetime) -> datetime:
@@ -593,6 +591,17 @@ class PriceService:
             )
             if candidate is not None:
                 data.claimable.append((candidate, offer.spec))
+
+
+def _known_specs(
+    held: list[HeldCoupon], facts: ShopFacts
+) -> list[tuple[HeldCoupon, dict[str, Any]]] | None:
+    """Each held coupon with its template's spec from the shop's facts alone (what
+    ``PriceService._with_specs`` gives without a read), or None if one is not there."""
+    specs = facts.specs
+    if any(coupon.template_id not in specs for coupon in held):
+        return None
+    return [(coupon, specs[coupon.template_id]) for coupon in held]
 
 
 def quote_view(quote: Quote) -> dict[str, Any]:
